@@ -1,0 +1,195 @@
+//! The heartbeat: one loop per Sentinel, on Sentinel's own runtime thread, renewing every
+//! in-flight execution in one store call per tick.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::context::{LeaseLost, LeaseSignal};
+use crate::metrics;
+use crate::store::{Renewal, Store};
+use crate::FencingToken;
+
+/// The local deadline fires this much before the store would see the lease expire: renewals are
+/// dated from when they were *sent*, and the store's clock at the statement is later than that.
+pub(crate) fn local_margin(ttl: Duration) -> Duration {
+    (ttl / 5).min(Duration::from_secs(2))
+}
+
+struct Entry {
+    namespace: String,
+    key: String,
+    token: FencingToken,
+    ttl: Duration,
+    /// When the last successful renewal (or the claim) was sent.
+    renewed_at: Instant,
+    hard_deadline: Instant,
+    signal: LeaseSignal,
+}
+
+impl Entry {
+    fn due(&self) -> Instant {
+        self.renewed_at + self.ttl / 3
+    }
+
+    fn local_deadline(&self) -> Instant {
+        (self.renewed_at + self.ttl.saturating_sub(local_margin(self.ttl))).min(self.hard_deadline)
+    }
+}
+
+/// The in-flight set, shared by the engine (register/deregister) and the loop.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    entries: Mutex<HashMap<u64, Entry>>,
+    next_id: AtomicU64,
+    wake: Notify,
+}
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds an execution. `claimed_at` is when the claim was sent; the returned receiver is the
+    /// execution's lease-lost signal.
+    pub(crate) fn register(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: FencingToken,
+        ttl: Duration,
+        hard_ttl: Duration,
+        claimed_at: Instant,
+    ) -> (u64, tokio::sync::watch::Receiver<Option<LeaseLost>>) {
+        let (signal, rx) = LeaseSignal::new();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Entry {
+                namespace: namespace.to_owned(),
+                key: key.to_owned(),
+                token,
+                ttl,
+                renewed_at: claimed_at,
+                hard_deadline: claimed_at + hard_ttl,
+                signal,
+            },
+        );
+        self.wake.notify_one();
+        (id, rx)
+    }
+
+    /// Removes an execution; done before its completion is written, so that a tick never takes a
+    /// completion for a lost lease.
+    pub(crate) fn deregister(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Runs until `stop` fires. One tick in flight at a time.
+pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: Arc<Notify>) {
+    loop {
+        let next = tick(&*store, &in_flight).await;
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = in_flight.wake.notified() => {}
+            () = stop.notified() => return,
+        }
+    }
+}
+
+/// Fires local losses, renews what is due, and returns when to wake next.
+async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
+    let now = Instant::now();
+    let batch: Vec<(u64, Renewal)> = {
+        let mut entries = in_flight.lock();
+        entries.retain(|_, e| {
+            let why = if now >= e.hard_deadline {
+                Some(LeaseLost::CeilingPassed)
+            } else if now >= e.local_deadline() {
+                Some(LeaseLost::RenewalsFailing)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                e.signal.fire(why);
+                metrics::lease_lost();
+            }
+            why.is_none()
+        });
+        // Renew what is due now, plus what would fall due within a sixth of its ttl, so that
+        // executions started close together share ticks.
+        let mut batch: Vec<(u64, Renewal)> = entries
+            .iter()
+            .filter(|(_, e)| e.due() <= now + e.ttl / 6)
+            .map(|(id, e)| {
+                (
+                    *id,
+                    Renewal::new(e.namespace.clone(), e.key.clone(), e.token, e.ttl),
+                )
+            })
+            .collect();
+        // Sorted keys: concurrent heartbeats of several instances lock rows in one order.
+        batch.sort_by(|a, b| {
+            (&a.1.namespace, &a.1.key).cmp(&(&b.1.namespace, &b.1.key))
+        });
+        batch
+    };
+
+    if !batch.is_empty() {
+        let sent_at = Instant::now();
+        let renewals: Vec<Renewal> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let started = std::time::Instant::now();
+        let result = store.heartbeat(&renewals).await;
+        metrics::store_latency("heartbeat", started.elapsed());
+        let mut entries = in_flight.lock();
+        match result {
+            Ok(renewed) => {
+                for ((id, _), lease) in batch.iter().zip(renewed) {
+                    let Some(e) = entries.get_mut(id) else {
+                        continue; // finished meanwhile: its completion is not our business
+                    };
+                    if lease.is_some() {
+                        e.renewed_at = sent_at;
+                    } else {
+                        e.signal.fire(LeaseLost::Fenced);
+                        metrics::lease_lost();
+                        entries.remove(id);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, executions = batch.len(), "heartbeat failed");
+                // Retry soon; the local deadline fires if renewals keep failing.
+                let retry = Instant::now() + Duration::from_millis(100);
+                drop(entries);
+                return Some(retry.min(next_wake(in_flight).unwrap_or(retry)));
+            }
+        }
+    }
+    next_wake(in_flight)
+}
+
+fn next_wake(in_flight: &InFlight) -> Option<Instant> {
+    in_flight
+        .lock()
+        .values()
+        .map(|e| e.due().min(e.local_deadline()))
+        .min()
+}

@@ -1,0 +1,519 @@
+//! `MemoryStore`: the reference store for tests. One mutex, the host's clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::store::{
+    ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
+    PruneQuery, Renewal, Resolution, Store, StoreStats, Write,
+};
+use crate::{
+    Event, EventKind, FencingToken, Owner, Record, ResultKind, State, StoreError, UncertainReason,
+};
+
+/// An in-memory store. Cheap to clone (clones share the data); nothing survives the process.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    data: Mutex<Data>,
+    changed: Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+#[derive(Default)]
+struct Data {
+    last_token: u64,
+    rows: BTreeMap<(String, String), Row>,
+    events: HashMap<(String, String), Vec<Event>>,
+}
+
+#[derive(Clone)]
+struct Row {
+    state: State,
+    token: FencingToken,
+    owner: Option<Owner>,
+    operator: Option<String>,
+    fingerprint: Option<Vec<u8>>,
+    lease_expires_at: Option<SystemTime>,
+    hard_expires_at: Option<SystemTime>,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+    completed_at: Option<SystemTime>,
+    retain_until: Option<SystemTime>,
+    reason: Option<UncertainReason>,
+    result: Option<crate::StoredResult>,
+}
+
+impl Row {
+    fn record(&self, id: &(String, String), now: SystemTime) -> Record {
+        let (state, reason) = Record::derive_state(
+            self.state,
+            self.reason,
+            self.lease_expires_at,
+            self.hard_expires_at,
+            now,
+        );
+        Record {
+            namespace: id.0.clone(),
+            key: id.1.clone(),
+            state,
+            fencing_token: self.token,
+            owner: self.owner.clone(),
+            operator: self.operator.clone(),
+            fingerprint: self.fingerprint.clone(),
+            lease_expires_at: self.lease_expires_at,
+            hard_expires_at: self.hard_expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            completed_at: self.completed_at,
+            retain_until: self.retain_until,
+            reason,
+            result: self.result.clone(),
+            observed_at: now,
+        }
+    }
+
+    /// A running row whose token matches (lease alive or not).
+    fn running_with(&self, token: FencingToken) -> bool {
+        self.state == State::Running && self.token == token
+    }
+}
+
+impl Data {
+    fn next_token(&mut self) -> FencingToken {
+        self.last_token += 1;
+        FencingToken::new(self.last_token)
+    }
+
+    fn log(&mut self, id: &(String, String), event: Event) {
+        self.events.entry(id.clone()).or_default().push(event);
+    }
+}
+
+fn id(namespace: &str, key: &str) -> (String, String) {
+    (namespace.to_owned(), key.to_owned())
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn data(&self) -> MutexGuard<'_, Data> {
+        // A panic while holding the lock cannot leave a half-applied transition (each one is a
+        // few assignments), so a poisoned lock is still consistent.
+        self.inner
+            .data
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notifier(&self, id: &(String, String)) -> Arc<Notify> {
+        self.inner
+            .changed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn signal(&self, id: &(String, String)) {
+        let notify = self
+            .inner
+            .changed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
+    }
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn claim(&self, req: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
+        let now = now();
+        let mut data = self.data();
+        let id = id(&req.namespace, &req.key);
+        if let Some(row) = data.rows.get(&id) {
+            return Ok(ClaimResponse::Existing(row.record(&id, now)));
+        }
+        let token = data.next_token();
+        let row = Row {
+            state: State::Running,
+            token,
+            owner: Some(req.owner.clone()),
+            operator: None,
+            fingerprint: req.fingerprint.clone(),
+            lease_expires_at: Some(now + req.ttl),
+            hard_expires_at: Some(now + req.hard_ttl),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            retain_until: None,
+            reason: None,
+            result: None,
+        };
+        let record = row.record(&id, now);
+        data.rows.insert(id.clone(), row);
+        data.log(
+            &id,
+            Event::new(
+                EventKind::Acquired,
+                token,
+                Some(req.owner.clone()),
+                None,
+                None,
+                now,
+            ),
+        );
+        Ok(ClaimResponse::Acquired(record))
+    }
+
+    async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
+        let now = now();
+        let mut data = self.data();
+        Ok(renewals
+            .iter()
+            .map(|r| {
+                let row = data.rows.get_mut(&id(&r.namespace, &r.key))?;
+                let alive = row.lease_expires_at.is_some_and(|l| l > now);
+                if !row.running_with(r.token) || !alive {
+                    return None;
+                }
+                let mut lease = now + r.ttl;
+                if let Some(hard) = row.hard_expires_at {
+                    lease = lease.min(hard);
+                }
+                row.lease_expires_at = Some(lease);
+                row.updated_at = now;
+                Some(lease)
+            })
+            .collect())
+    }
+
+    async fn complete(&self, c: &Completion) -> Result<Write, StoreError> {
+        let now = now();
+        let id = id(&c.namespace, &c.key);
+        let write = {
+            let mut data = self.data();
+            let Some(row) = data.rows.get_mut(&id).filter(|r| r.running_with(c.token)) else {
+                return Ok(Write::Fenced);
+            };
+            row.state = State::Completed;
+            row.result = Some(c.result.clone());
+            row.completed_at = Some(now);
+            row.updated_at = now;
+            row.retain_until = c.retain_for.map(|d| now + d);
+            row.reason = None;
+            let owner = row.owner.clone();
+            let record = row.record(&id, now);
+            let kind = match c.result.kind {
+                ResultKind::Value => EventKind::Completed,
+                ResultKind::Error => EventKind::Failed,
+            };
+            data.log(&id, Event::new(kind, c.token, owner, None, None, now));
+            Write::Applied(Some(record))
+        };
+        self.signal(&id);
+        Ok(write)
+    }
+
+    async fn release(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: FencingToken,
+    ) -> Result<Write, StoreError> {
+        let now = now();
+        let id = id(namespace, key);
+        {
+            let mut data = self.data();
+            if !data.rows.get(&id).is_some_and(|r| r.running_with(token)) {
+                return Ok(Write::Fenced);
+            }
+            let row = data.rows.remove(&id);
+            let owner = row.and_then(|r| r.owner);
+            data.log(
+                &id,
+                Event::new(EventKind::Released, token, owner, None, None, now),
+            );
+        }
+        self.signal(&id);
+        Ok(Write::Applied(None))
+    }
+
+    async fn mark_uncertain(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: FencingToken,
+        reason: UncertainReason,
+    ) -> Result<Write, StoreError> {
+        let now = now();
+        let id = id(namespace, key);
+        let write = {
+            let mut data = self.data();
+            let Some(row) = data.rows.get_mut(&id).filter(|r| r.running_with(token)) else {
+                return Ok(Write::Fenced);
+            };
+            row.state = State::Uncertain;
+            row.reason = Some(reason);
+            row.lease_expires_at = Some(now);
+            row.updated_at = now;
+            let owner = row.owner.clone();
+            let record = row.record(&id, now);
+            data.log(
+                &id,
+                Event::new(
+                    EventKind::Uncertain,
+                    token,
+                    owner,
+                    None,
+                    Some(reason.as_str().to_owned()),
+                    now,
+                ),
+            );
+            Write::Applied(Some(record))
+        };
+        self.signal(&id);
+        Ok(write)
+    }
+
+    async fn load(&self, namespace: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        let now = now();
+        let id = id(namespace, key);
+        Ok(self.data().rows.get(&id).map(|r| r.record(&id, now)))
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Vec<Record>, StoreError> {
+        use std::ops::Bound;
+        let now = now();
+        let data = self.data();
+        let lower = match &q.after {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Unbounded,
+        };
+        Ok(data
+            .rows
+            .range((lower, Bound::Unbounded))
+            .filter(|(id, _)| q.namespace.as_ref().is_none_or(|ns| *ns == id.0))
+            .map(|(id, row)| row.record(id, now))
+            .filter(|r| q.state.is_none_or(|s| s == r.state))
+            .take(q.limit)
+            .collect())
+    }
+
+    async fn history(
+        &self,
+        namespace: &str,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let data = self.data();
+        Ok(data
+            .events
+            .get(&id(namespace, key))
+            .map(|e| e.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn reconcile(
+        &self,
+        a: &OperatorAction,
+        force: bool,
+    ) -> Result<OperatorResponse, StoreError> {
+        let now = now();
+        let id = id(&a.namespace, &a.key);
+        let mut data = self.data();
+        let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
+            return Ok(OperatorResponse::NotFound);
+        };
+        let allowed = current.state == State::Uncertain
+            || (force && current.state == State::Reconciling);
+        if !allowed {
+            return Ok(OperatorResponse::Refused(current));
+        }
+        let token = data.next_token();
+        let record = {
+            let Some(row) = data.rows.get_mut(&id) else {
+                return Ok(OperatorResponse::NotFound);
+            };
+            row.state = State::Reconciling;
+            row.token = token;
+            row.operator = Some(a.actor.clone());
+            row.reason = Some(UncertainReason::Reconciling);
+            row.lease_expires_at = Some(row.lease_expires_at.map_or(now, |l| l.min(now)));
+            row.updated_at = now;
+            row.record(&id, now)
+        };
+        data.log(
+            &id,
+            Event::new(
+                EventKind::Reconciling,
+                token,
+                None,
+                Some(a.actor.clone()),
+                a.reason.clone(),
+                now,
+            ),
+        );
+        Ok(OperatorResponse::Applied(Some(record)))
+    }
+
+    async fn resolve(
+        &self,
+        a: &OperatorAction,
+        resolution: &Resolution,
+        expected_token: Option<FencingToken>,
+    ) -> Result<OperatorResponse, StoreError> {
+        let now = now();
+        let id = id(&a.namespace, &a.key);
+        let response = {
+            let mut data = self.data();
+            let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
+                return Ok(OperatorResponse::NotFound);
+            };
+            if current.state != State::Reconciling
+                || expected_token.is_some_and(|t| t != current.fencing_token)
+            {
+                return Ok(OperatorResponse::Refused(current));
+            }
+            let token = current.fencing_token;
+            let (kind, after) = match resolution {
+                Resolution::Reset => {
+                    data.rows.remove(&id);
+                    (EventKind::Reset, None)
+                }
+                Resolution::Complete(result) => {
+                    let Some(row) = data.rows.get_mut(&id) else {
+                        return Ok(OperatorResponse::NotFound);
+                    };
+                    row.state = State::Completed;
+                    row.result = result.clone();
+                    row.reason = None;
+                    row.operator = Some(a.actor.clone());
+                    row.completed_at = Some(now);
+                    row.updated_at = now;
+                    (EventKind::Resolved, Some(row.record(&id, now)))
+                }
+            };
+            data.log(
+                &id,
+                Event::new(kind, token, None, Some(a.actor.clone()), a.reason.clone(), now),
+            );
+            OperatorResponse::Applied(after)
+        };
+        self.signal(&id);
+        Ok(response)
+    }
+
+    async fn forget(&self, a: &OperatorAction) -> Result<OperatorResponse, StoreError> {
+        let now = now();
+        let id = id(&a.namespace, &a.key);
+        let mut data = self.data();
+        let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
+            return Ok(OperatorResponse::NotFound);
+        };
+        if current.state != State::Completed {
+            return Ok(OperatorResponse::Refused(current));
+        }
+        data.rows.remove(&id);
+        data.log(
+            &id,
+            Event::new(
+                EventKind::Forgotten,
+                current.fencing_token,
+                None,
+                Some(a.actor.clone()),
+                a.reason.clone(),
+                now,
+            ),
+        );
+        Ok(OperatorResponse::Applied(None))
+    }
+
+    async fn prune(&self, q: &PruneQuery) -> Result<u64, StoreError> {
+        let now = now();
+        let mut data = self.data();
+        let doomed: Vec<((String, String), FencingToken)> = data
+            .rows
+            .iter()
+            .filter(|(_, r)| {
+                r.state == State::Completed
+                    && (r.retain_until.is_some_and(|t| t <= now)
+                        || q.older_than.is_some_and(|d| {
+                            r.completed_at.is_some_and(|c| c + d <= now)
+                        }))
+            })
+            .map(|(id, r)| (id.clone(), r.token))
+            .collect();
+        for (id, token) in &doomed {
+            data.rows.remove(id);
+            data.events.insert(
+                id.clone(),
+                vec![Event::new(EventKind::Pruned, *token, None, None, None, now)],
+            );
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    async fn wait_for_change(
+        &self,
+        namespace: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        let id = id(namespace, key);
+        let notify = self.notifier(&id);
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // Re-check after registering so a change between the caller's read and now is not missed.
+        let still_running = self
+            .data()
+            .rows
+            .get(&id)
+            .is_some_and(|r| r.record(&id, SystemTime::now()).state == State::Running);
+        if still_running {
+            let _ = tokio::time::timeout(timeout, notified).await;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let now = now();
+        let data = self.data();
+        let mut stats = StoreStats {
+            now: Some(now),
+            ..StoreStats::default()
+        };
+        for (id, row) in &data.rows {
+            let r = row.record(id, now);
+            if matches!(r.state, State::Uncertain | State::Reconciling) {
+                stats.uncertain += 1;
+                let since = r.uncertain_since();
+                stats.oldest_uncertain_since = Some(
+                    stats
+                        .oldest_uncertain_since
+                        .map_or(since, |o: SystemTime| o.min(since)),
+                );
+            }
+        }
+        Ok(stats)
+    }
+}
