@@ -23,9 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::engine::Begin;
 use crate::store::{ListQuery, OperatorAction, PruneQuery, Resolution};
-use crate::{
-    Error, Event, ExecutionContext, FailurePolicy, FencingToken, Outcome, Record,
-};
+use crate::{Error, Event, ExecutionContext, FailurePolicy, FencingToken, Outcome, Record};
 
 /// A blocking handle over an async [`crate::Sentinel`]. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -194,7 +192,9 @@ impl Once<'_> {
         let output = std::panic::catch_unwind(AssertUnwindSafe(|| f(&execution.ctx)));
         let s = sentinel.clone();
         match output {
-            Ok(output) => call(&sentinel, async move { s.finish(&plan, execution, output).await }),
+            Ok(output) => call(&sentinel, async move {
+                s.finish(&plan, execution, output).await
+            }),
             Err(panic) => {
                 let _ = call(&sentinel, async move {
                     s.finish_panicked(&plan, execution).await;

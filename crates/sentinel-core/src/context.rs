@@ -112,7 +112,9 @@ impl ExecutionContext {
             Ok(v) => v.unwrap_or(LeaseLost::Fenced),
             // The heartbeat dropped the sender: the execution left the in-flight set (it is
             // finishing) or the Sentinel shut down. Either way no renewal will happen any more.
-            Err(_) => self.lease_lost_reason().unwrap_or(LeaseLost::RenewalsFailing),
+            Err(_) => self
+                .lease_lost_reason()
+                .unwrap_or(LeaseLost::RenewalsFailing),
         }
     }
 }

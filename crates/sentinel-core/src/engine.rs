@@ -24,8 +24,8 @@ use crate::store::{
     PruneQuery, Resolution, Store, Write,
 };
 use crate::{
-    Disposition, Error, Event, ExecutionContext, FencingToken, Outcome, Owner, Record,
-    ResultKind, State, StoreError, StoreErrorKind, StoredResult, UncertainReason, metrics,
+    Disposition, Error, Event, ExecutionContext, FencingToken, Outcome, Owner, Record, ResultKind,
+    State, StoreError, StoreErrorKind, StoredResult, UncertainReason, metrics,
 };
 
 /// Shortest accepted lease.
@@ -420,9 +420,11 @@ impl Sentinel {
             self.inner.store.resolve(action, resolution, expected_token),
         )
         .await?;
-        applied(action, response, || {
-            "only a reconciling record (under the given token) can be resolved"
-        })
+        applied(
+            action,
+            response,
+            || "only a reconciling record (under the given token) can be resolved",
+        )
         .map(drop)
     }
 
@@ -430,7 +432,12 @@ impl Sentinel {
     pub async fn forget(&self, action: &OperatorAction) -> Result<(), Error> {
         validate_action(action)?;
         let response = timed("forget", self.inner.store.forget(action)).await?;
-        applied(action, response, || "only a completed record can be forgotten").map(drop)
+        applied(
+            action,
+            response,
+            || "only a completed record can be forgotten",
+        )
+        .map(drop)
     }
 
     /// Deletes completed records whose retention has passed (or older than
@@ -568,7 +575,9 @@ impl Sentinel {
                     // The claim may have committed: our attempt id on the row says it did.
                     tracing::warn!(error = %e, "claim reply lost; re-reading the row");
                     match self.reread(plan).await {
-                        Ok(Some(r)) if r.owner.as_ref().is_some_and(|o| o.attempt == owner.attempt) => {
+                        Ok(Some(r))
+                            if r.owner.as_ref().is_some_and(|o| o.attempt == owner.attempt) =>
+                        {
                             let response = if r.state == State::Running {
                                 ClaimResponse::Acquired(r)
                             } else {
@@ -612,7 +621,13 @@ impl Sentinel {
         }
     }
 
-    fn start_execution(&self, plan: &Plan, record: &Record, owner: Owner, sent: Instant) -> Execution {
+    fn start_execution(
+        &self,
+        plan: &Plan,
+        record: &Record,
+        owner: Owner,
+        sent: Instant,
+    ) -> Execution {
         let token = record.fencing_token;
         let (id, lost) = self.inner.in_flight.register(
             &plan.namespace,
@@ -622,10 +637,19 @@ impl Sentinel {
             plan.hard_ttl,
             sent,
         );
-        self.inner.counters.executions.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .executions
+            .fetch_add(1, Ordering::Relaxed);
         metrics::execution();
         self.inner.active.fetch_add(1, Ordering::SeqCst);
-        let ctx = ExecutionContext::new(plan.namespace.clone(), plan.key.clone(), token, plan.ttl, lost);
+        let ctx = ExecutionContext::new(
+            plan.namespace.clone(),
+            plan.key.clone(),
+            token,
+            plan.ttl,
+            lost,
+        );
         Execution {
             guard: ExecutionGuard {
                 sentinel: self.clone(),
@@ -702,7 +726,9 @@ impl Sentinel {
         let token = execution.guard.token;
         // Leave the in-flight set before writing, so a tick never reads our completion as a
         // lost lease.
-        self.inner.in_flight.deregister(execution.guard.heartbeat_id);
+        self.inner
+            .in_flight
+            .deregister(execution.guard.heartbeat_id);
         let result = match output {
             Ok(value) => match self.encode(&value, ResultKind::Value) {
                 Ok(stored) => match self.complete(plan, token, stored).await {
@@ -712,17 +738,18 @@ impl Sentinel {
                         token,
                         completed_at,
                     }),
-                    Err((reason, detail)) => {
-                        Err(self.not_recorded(plan, token, reason, detail, Ok::<T, E>(value)).await)
-                    }
+                    Err((reason, detail)) => Err(self
+                        .not_recorded(plan, token, reason, detail, Ok::<T, E>(value))
+                        .await),
                 },
-                Err((reason, detail)) => {
-                    Err(self.not_recorded(plan, token, reason, detail, Ok::<T, E>(value)).await)
-                }
+                Err((reason, detail)) => Err(self
+                    .not_recorded(plan, token, reason, detail, Ok::<T, E>(value))
+                    .await),
             },
             Err(error) => match plan.policy {
                 FailurePolicy::Uncertain => {
-                    self.mark_uncertain(plan, token, UncertainReason::Failed).await;
+                    self.mark_uncertain(plan, token, UncertainReason::Failed)
+                        .await;
                     Ok(Outcome::Failed {
                         error,
                         replayed: false,
@@ -763,7 +790,9 @@ impl Sentinel {
 
     /// The function panicked: leave the key uncertain.
     pub(crate) async fn finish_panicked(&self, plan: &Plan, mut execution: Execution) {
-        self.inner.in_flight.deregister(execution.guard.heartbeat_id);
+        self.inner
+            .in_flight
+            .deregister(execution.guard.heartbeat_id);
         self.mark_uncertain(plan, execution.guard.token, UncertainReason::Panicked)
             .await;
         execution.guard.armed = false;
@@ -774,8 +803,12 @@ impl Sentinel {
         value: &V,
         kind: ResultKind,
     ) -> Result<StoredResult, (NotRecordedReason, String)> {
-        let json = serde_json::to_string(value)
-            .map_err(|e| (NotRecordedReason::Codec, format!("result does not serialize: {e}")))?;
+        let json = serde_json::to_string(value).map_err(|e| {
+            (
+                NotRecordedReason::Codec,
+                format!("result does not serialize: {e}"),
+            )
+        })?;
         let limit = self.inner.config.max_result_bytes;
         if json.len() > limit {
             return Err((
@@ -887,7 +920,8 @@ impl Sentinel {
                     Ok(None) => Disposition::Released,
                     Ok(Some(r)) if r.fencing_token > token => Disposition::Released,
                     _ => {
-                        self.mark_uncertain(plan, token, UncertainReason::Failed).await;
+                        self.mark_uncertain(plan, token, UncertainReason::Failed)
+                            .await;
                         Disposition::Uncertain
                     }
                 }
@@ -1117,7 +1151,9 @@ impl Once<'_> {
 
 fn record_outcome<T, E>(outcome: &Outcome<T, E>) {
     let name = match outcome {
-        Outcome::Completed { replayed: false, .. } => "completed",
+        Outcome::Completed {
+            replayed: false, ..
+        } => "completed",
         Outcome::Completed { replayed: true, .. } | Outcome::CompletedWithoutResult { .. } => {
             "replayed"
         }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::FencingToken;
 use crate::context::{LeaseLost, LeaseSignal};
 use crate::metrics;
 use crate::store::{Renewal, Store};
-use crate::FencingToken;
 
 /// The local deadline fires this much before the store would see the lease expire: renewals are
 /// dated from when they were *sent*, and the store's clock at the statement is later than that.
@@ -146,9 +146,7 @@ async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
             })
             .collect();
         // Sorted keys: concurrent heartbeats of several instances lock rows in one order.
-        batch.sort_by(|a, b| {
-            (&a.1.namespace, &a.1.key).cmp(&(&b.1.namespace, &b.1.key))
-        });
+        batch.sort_by(|a, b| (&a.1.namespace, &a.1.key).cmp(&(&b.1.namespace, &b.1.key)));
         batch
     };
 

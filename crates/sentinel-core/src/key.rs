@@ -71,7 +71,10 @@ mod tests {
             Err(Error::InvalidInput(_))
         ));
         assert!(validate_key(&"x".repeat(MAX_KEY_LEN)).is_ok());
-        assert!(matches!(validate_namespace(""), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            validate_namespace(""),
+            Err(Error::InvalidInput(_))
+        ));
     }
 
     #[test]

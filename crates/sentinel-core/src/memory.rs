@@ -343,8 +343,8 @@ impl Store for MemoryStore {
         let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
             return Ok(OperatorResponse::NotFound);
         };
-        let allowed = current.state == State::Uncertain
-            || (force && current.state == State::Reconciling);
+        let allowed =
+            current.state == State::Uncertain || (force && current.state == State::Reconciling);
         if !allowed {
             return Ok(OperatorResponse::Refused(current));
         }
@@ -414,7 +414,14 @@ impl Store for MemoryStore {
             };
             data.log(
                 &id,
-                Event::new(kind, token, None, Some(a.actor.clone()), a.reason.clone(), now),
+                Event::new(
+                    kind,
+                    token,
+                    None,
+                    Some(a.actor.clone()),
+                    a.reason.clone(),
+                    now,
+                ),
             );
             OperatorResponse::Applied(after)
         };
@@ -456,9 +463,8 @@ impl Store for MemoryStore {
             .filter(|(_, r)| {
                 r.state == State::Completed
                     && (r.retain_until.is_some_and(|t| t <= now)
-                        || q.older_than.is_some_and(|d| {
-                            r.completed_at.is_some_and(|c| c + d <= now)
-                        }))
+                        || q.older_than
+                            .is_some_and(|d| r.completed_at.is_some_and(|c| c + d <= now)))
             })
             .map(|(id, r)| (id.clone(), r.token))
             .collect();

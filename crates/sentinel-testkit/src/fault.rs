@@ -1,0 +1,183 @@
+//! `FaultStore`: a decorator that injects the failures a real network produces: replies lost
+//! after the statement committed (ambiguous), statements that never reached the store, and a
+//! heartbeat that cannot get through.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sentinel_core::store::{
+    ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
+    PruneQuery, Renewal, Resolution, Store, StoreStats, Write,
+};
+use sentinel_core::{Event, FencingToken, Record, StoreError, StoreErrorKind, UncertainReason};
+
+/// Counts of faults still to inject, per operation.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Apply the next N claims, then report their reply as lost.
+    pub claim_reply_lost: u32,
+    /// Apply the next N completions, then report their reply as lost.
+    pub complete_reply_lost: u32,
+    /// Fail the next N completions before they reach the store.
+    pub complete_unavailable: u32,
+    /// Fail the next N loads before they reach the store.
+    pub load_unavailable: u32,
+    /// Fail every heartbeat while set.
+    pub heartbeat_unavailable: bool,
+}
+
+/// Wraps a store and injects [`Faults`].
+#[derive(Clone)]
+pub struct FaultStore {
+    inner: Arc<dyn Store>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+fn lost() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Ambiguous,
+        "injected: reply lost after commit",
+    )
+}
+
+fn unavailable() -> StoreError {
+    StoreError::new(StoreErrorKind::Unavailable, "injected: store unreachable")
+}
+
+fn take(counter: &mut u32) -> bool {
+    if *counter > 0 {
+        *counter -= 1;
+        true
+    } else {
+        false
+    }
+}
+
+impl FaultStore {
+    /// Wraps `inner` with no faults armed.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            faults: Arc::default(),
+        }
+    }
+
+    /// Changes the armed faults.
+    pub fn arm(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.faults.lock().unwrap());
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        f(&mut self.faults.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Store for FaultStore {
+    async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
+        let r = self.inner.claim(request).await?;
+        if self.with(|f| take(&mut f.claim_reply_lost)) {
+            return Err(lost());
+        }
+        Ok(r)
+    }
+
+    async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
+        if self.with(|f| f.heartbeat_unavailable) {
+            return Err(unavailable());
+        }
+        self.inner.heartbeat(renewals).await
+    }
+
+    async fn complete(&self, completion: &Completion) -> Result<Write, StoreError> {
+        if self.with(|f| take(&mut f.complete_unavailable)) {
+            return Err(unavailable());
+        }
+        let r = self.inner.complete(completion).await?;
+        if self.with(|f| take(&mut f.complete_reply_lost)) {
+            return Err(lost());
+        }
+        Ok(r)
+    }
+
+    async fn release(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: FencingToken,
+    ) -> Result<Write, StoreError> {
+        self.inner.release(namespace, key, token).await
+    }
+
+    async fn mark_uncertain(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: FencingToken,
+        reason: UncertainReason,
+    ) -> Result<Write, StoreError> {
+        self.inner
+            .mark_uncertain(namespace, key, token, reason)
+            .await
+    }
+
+    async fn load(&self, namespace: &str, key: &str) -> Result<Option<Record>, StoreError> {
+        if self.with(|f| take(&mut f.load_unavailable)) {
+            return Err(unavailable());
+        }
+        self.inner.load(namespace, key).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
+        self.inner.list(query).await
+    }
+
+    async fn history(
+        &self,
+        namespace: &str,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.inner.history(namespace, key, limit).await
+    }
+
+    async fn reconcile(
+        &self,
+        action: &OperatorAction,
+        force: bool,
+    ) -> Result<OperatorResponse, StoreError> {
+        self.inner.reconcile(action, force).await
+    }
+
+    async fn resolve(
+        &self,
+        action: &OperatorAction,
+        resolution: &Resolution,
+        expected_token: Option<FencingToken>,
+    ) -> Result<OperatorResponse, StoreError> {
+        self.inner.resolve(action, resolution, expected_token).await
+    }
+
+    async fn forget(&self, action: &OperatorAction) -> Result<OperatorResponse, StoreError> {
+        self.inner.forget(action).await
+    }
+
+    async fn prune(&self, query: &PruneQuery) -> Result<u64, StoreError> {
+        self.inner.prune(query).await
+    }
+
+    async fn wait_for_change(
+        &self,
+        namespace: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.wait_for_change(namespace, key, timeout).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+}
