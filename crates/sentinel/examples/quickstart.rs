@@ -14,12 +14,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .once("hello")
             .ttl(Duration::from_secs(3))
             .run(|ctx| async move {
-                println!("attempt {attempt}: running under fencing token {}", ctx.fencing_token());
+                println!(
+                    "attempt {attempt}: running under fencing token {}",
+                    ctx.fencing_token()
+                );
                 Ok::<_, String>("hello, once".to_string())
             })
             .await?;
         match outcome {
-            Outcome::Completed { value, replayed, token, .. } => {
+            Outcome::Completed {
+                value,
+                replayed,
+                token,
+                ..
+            } => {
                 println!("attempt {attempt}: {value:?} (replayed: {replayed}, token {token})");
             }
             other => println!("attempt {attempt}: {other:?}"),
