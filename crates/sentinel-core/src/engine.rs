@@ -349,6 +349,11 @@ impl Sentinel {
         }
     }
 
+    /// Creates or upgrades the store's schema (idempotent).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        Ok(self.inner.store.migrate().await?)
+    }
+
     // ---- operator API -------------------------------------------------------------------
 
     /// Reads one record (state per the store's clock).

@@ -40,6 +40,8 @@ pub use key::{
 };
 pub use memory::MemoryStore;
 pub use outcome::{Disposition, Outcome};
-pub use record::{Event, EventKind, Record, ResultKind, State, StoredResult, UncertainReason};
+pub use record::{
+    Event, EventKind, Record, ResultKind, State, StoredResult, StoredRow, UncertainReason,
+};
 pub use store::Store;
 pub use token::{FencingToken, Owner};

@@ -12,7 +12,8 @@ use crate::store::{
     PruneQuery, Renewal, Resolution, Store, StoreStats, Write,
 };
 use crate::{
-    Event, EventKind, FencingToken, Owner, Record, ResultKind, State, StoreError, UncertainReason,
+    Event, EventKind, FencingToken, Record, ResultKind, State, StoreError, StoredRow,
+    UncertainReason,
 };
 
 /// An in-memory store. Cheap to clone (clones share the data); nothing survives the process.
@@ -34,55 +35,22 @@ struct Data {
     events: HashMap<(String, String), Vec<Event>>,
 }
 
-#[derive(Clone)]
-struct Row {
-    state: State,
-    token: FencingToken,
-    owner: Option<Owner>,
-    operator: Option<String>,
-    fingerprint: Option<Vec<u8>>,
-    lease_expires_at: Option<SystemTime>,
-    hard_expires_at: Option<SystemTime>,
-    created_at: SystemTime,
-    updated_at: SystemTime,
-    completed_at: Option<SystemTime>,
-    retain_until: Option<SystemTime>,
-    reason: Option<UncertainReason>,
-    result: Option<crate::StoredResult>,
+/// Rows are kept as stored; the state is derived at read time with the host's clock.
+type Row = StoredRow;
+
+trait RowExt {
+    fn record(&self, now: SystemTime) -> Record;
+    fn running_with(&self, token: FencingToken) -> bool;
 }
 
-impl Row {
-    fn record(&self, id: &(String, String), now: SystemTime) -> Record {
-        let (state, reason) = Record::derive_state(
-            self.state,
-            self.reason,
-            self.lease_expires_at,
-            self.hard_expires_at,
-            now,
-        );
-        Record {
-            namespace: id.0.clone(),
-            key: id.1.clone(),
-            state,
-            fencing_token: self.token,
-            owner: self.owner.clone(),
-            operator: self.operator.clone(),
-            fingerprint: self.fingerprint.clone(),
-            lease_expires_at: self.lease_expires_at,
-            hard_expires_at: self.hard_expires_at,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            completed_at: self.completed_at,
-            retain_until: self.retain_until,
-            reason,
-            result: self.result.clone(),
-            observed_at: now,
-        }
+impl RowExt for Row {
+    fn record(&self, now: SystemTime) -> Record {
+        self.clone().into_record(now)
     }
 
     /// A running row whose token matches (lease alive or not).
     fn running_with(&self, token: FencingToken) -> bool {
-        self.state == State::Running && self.token == token
+        self.state == State::Running && self.fencing_token == token
     }
 }
 
@@ -150,12 +118,14 @@ impl Store for MemoryStore {
         let mut data = self.data();
         let id = id(&req.namespace, &req.key);
         if let Some(row) = data.rows.get(&id) {
-            return Ok(ClaimResponse::Existing(row.record(&id, now)));
+            return Ok(ClaimResponse::Existing(row.record(now)));
         }
         let token = data.next_token();
         let row = Row {
+            namespace: req.namespace.clone(),
+            key: req.key.clone(),
             state: State::Running,
-            token,
+            fencing_token: token,
             owner: Some(req.owner.clone()),
             operator: None,
             fingerprint: req.fingerprint.clone(),
@@ -168,7 +138,7 @@ impl Store for MemoryStore {
             reason: None,
             result: None,
         };
-        let record = row.record(&id, now);
+        let record = row.record(now);
         data.rows.insert(id.clone(), row);
         data.log(
             &id,
@@ -221,7 +191,7 @@ impl Store for MemoryStore {
             row.retain_until = c.retain_for.map(|d| now + d);
             row.reason = None;
             let owner = row.owner.clone();
-            let record = row.record(&id, now);
+            let record = row.record(now);
             let kind = match c.result.kind {
                 ResultKind::Value => EventKind::Completed,
                 ResultKind::Error => EventKind::Failed,
@@ -276,7 +246,7 @@ impl Store for MemoryStore {
             row.lease_expires_at = Some(now);
             row.updated_at = now;
             let owner = row.owner.clone();
-            let record = row.record(&id, now);
+            let record = row.record(now);
             data.log(
                 &id,
                 Event::new(
@@ -297,7 +267,7 @@ impl Store for MemoryStore {
     async fn load(&self, namespace: &str, key: &str) -> Result<Option<Record>, StoreError> {
         let now = now();
         let id = id(namespace, key);
-        Ok(self.data().rows.get(&id).map(|r| r.record(&id, now)))
+        Ok(self.data().rows.get(&id).map(|r| r.record(now)))
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<Record>, StoreError> {
@@ -312,7 +282,7 @@ impl Store for MemoryStore {
             .rows
             .range((lower, Bound::Unbounded))
             .filter(|(id, _)| q.namespace.as_ref().is_none_or(|ns| *ns == id.0))
-            .map(|(id, row)| row.record(id, now))
+            .map(|(_, row)| row.record(now))
             .filter(|r| q.state.is_none_or(|s| s == r.state))
             .take(q.limit)
             .collect())
@@ -340,7 +310,7 @@ impl Store for MemoryStore {
         let now = now();
         let id = id(&a.namespace, &a.key);
         let mut data = self.data();
-        let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
+        let Some(current) = data.rows.get(&id).map(|r| r.record(now)) else {
             return Ok(OperatorResponse::NotFound);
         };
         let allowed =
@@ -354,12 +324,12 @@ impl Store for MemoryStore {
                 return Ok(OperatorResponse::NotFound);
             };
             row.state = State::Reconciling;
-            row.token = token;
+            row.fencing_token = token;
             row.operator = Some(a.actor.clone());
             row.reason = Some(UncertainReason::Reconciling);
             row.lease_expires_at = Some(row.lease_expires_at.map_or(now, |l| l.min(now)));
             row.updated_at = now;
-            row.record(&id, now)
+            row.record(now)
         };
         data.log(
             &id,
@@ -385,7 +355,7 @@ impl Store for MemoryStore {
         let id = id(&a.namespace, &a.key);
         let response = {
             let mut data = self.data();
-            let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
+            let Some(current) = data.rows.get(&id).map(|r| r.record(now)) else {
                 return Ok(OperatorResponse::NotFound);
             };
             if current.state != State::Reconciling
@@ -409,7 +379,7 @@ impl Store for MemoryStore {
                     row.operator = Some(a.actor.clone());
                     row.completed_at = Some(now);
                     row.updated_at = now;
-                    (EventKind::Resolved, Some(row.record(&id, now)))
+                    (EventKind::Resolved, Some(row.record(now)))
                 }
             };
             data.log(
@@ -433,7 +403,7 @@ impl Store for MemoryStore {
         let now = now();
         let id = id(&a.namespace, &a.key);
         let mut data = self.data();
-        let Some(current) = data.rows.get(&id).map(|r| r.record(&id, now)) else {
+        let Some(current) = data.rows.get(&id).map(|r| r.record(now)) else {
             return Ok(OperatorResponse::NotFound);
         };
         if current.state != State::Completed {
@@ -466,7 +436,7 @@ impl Store for MemoryStore {
                         || q.older_than
                             .is_some_and(|d| r.completed_at.is_some_and(|c| c + d <= now)))
             })
-            .map(|(id, r)| (id.clone(), r.token))
+            .map(|(id, r)| (id.clone(), r.fencing_token))
             .collect();
         for (id, token) in &doomed {
             data.rows.remove(id);
@@ -494,7 +464,7 @@ impl Store for MemoryStore {
             .data()
             .rows
             .get(&id)
-            .is_some_and(|r| r.record(&id, SystemTime::now()).state == State::Running);
+            .is_some_and(|r| r.record(SystemTime::now()).state == State::Running);
         if still_running {
             let _ = tokio::time::timeout(timeout, notified).await;
         }
@@ -508,8 +478,8 @@ impl Store for MemoryStore {
             now: Some(now),
             ..StoreStats::default()
         };
-        for (id, row) in &data.rows {
-            let r = row.record(id, now);
+        for row in data.rows.values() {
+            let r = row.record(now);
             if matches!(r.state, State::Uncertain | State::Reconciling) {
                 stats.uncertain += 1;
                 let since = r.uncertain_since();

@@ -243,6 +243,74 @@ impl Record {
     }
 }
 
+/// A row as a store holds it, before its state is derived with the store's clock. Stores build
+/// it and turn it into a [`Record`] with [`StoredRow::into_record`]; it has no `non_exhaustive`
+/// marker on purpose, so that stores outside this crate can build it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    /// Namespace of the record.
+    pub namespace: String,
+    /// Key of the record.
+    pub key: String,
+    /// The state as stored (a running row may have an expired lease).
+    pub state: State,
+    /// Current fencing token.
+    pub fencing_token: FencingToken,
+    /// The worker that claimed the current execution.
+    pub owner: Option<Owner>,
+    /// The operator reconciling or having resolved the key.
+    pub operator: Option<String>,
+    /// Fingerprint stored at claim.
+    pub fingerprint: Option<Vec<u8>>,
+    /// Lease end.
+    pub lease_expires_at: Option<SystemTime>,
+    /// Hard ceiling.
+    pub hard_expires_at: Option<SystemTime>,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Last change.
+    pub updated_at: SystemTime,
+    /// Completion time.
+    pub completed_at: Option<SystemTime>,
+    /// Retention end.
+    pub retain_until: Option<SystemTime>,
+    /// Stored uncertain reason.
+    pub reason: Option<UncertainReason>,
+    /// Stored result.
+    pub result: Option<StoredResult>,
+}
+
+impl StoredRow {
+    /// The record as seen at `now`, the store's clock.
+    pub fn into_record(self, now: SystemTime) -> Record {
+        let (state, reason) = Record::derive_state(
+            self.state,
+            self.reason,
+            self.lease_expires_at,
+            self.hard_expires_at,
+            now,
+        );
+        Record {
+            namespace: self.namespace,
+            key: self.key,
+            state,
+            fencing_token: self.fencing_token,
+            owner: self.owner,
+            operator: self.operator,
+            fingerprint: self.fingerprint,
+            lease_expires_at: self.lease_expires_at,
+            hard_expires_at: self.hard_expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            completed_at: self.completed_at,
+            retain_until: self.retain_until,
+            reason,
+            result: self.result,
+            observed_at: now,
+        }
+    }
+}
+
 /// The kind of a stored transition in the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

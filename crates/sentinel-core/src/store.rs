@@ -324,4 +324,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts uncertain and reconciling records, for alerting.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Creates or upgrades the store's schema; idempotent and safe to run from many processes at
+    /// once. Stores that need no schema do nothing.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

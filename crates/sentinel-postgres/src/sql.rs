@@ -1,0 +1,262 @@
+//! The statements, built once per schema. Every statement is one round trip; events are written
+//! by data-modifying CTEs of the transition's own statement.
+
+/// Columns of a record, in the order `row::record` reads them (after a leading `now()`).
+const COLS: &str = "namespace, key, state, fencing_token, owner_host, owner_pid, owner_attempt, \
+    operator, fingerprint, lease_expires_at, hard_expires_at, created_at, updated_at, \
+    completed_at, retain_until, reason, result_kind, result::text AS result_text";
+
+/// The same columns by output name, for selecting from a CTE.
+const NAMES: &str = "namespace, key, state, fencing_token, owner_host, owner_pid, owner_attempt, \
+    operator, fingerprint, lease_expires_at, hard_expires_at, created_at, updated_at, \
+    completed_at, retain_until, reason, result_kind, result_text";
+
+/// The state as seen with the server's clock: an expired running lease reads as uncertain.
+/// Mirrors `Record::derive_state`; used only for filtering.
+const DERIVED_STATE: &str = "CASE WHEN state = 'running' AND (lease_expires_at IS NULL \
+    OR lease_expires_at <= now()) THEN 'uncertain' ELSE state END";
+
+pub(crate) struct Sql {
+    pub(crate) channel: String,
+    pub(crate) claim: String,
+    pub(crate) heartbeat: String,
+    pub(crate) complete: String,
+    pub(crate) release: String,
+    pub(crate) mark_uncertain: String,
+    pub(crate) load: String,
+    pub(crate) list: String,
+    pub(crate) history: String,
+    pub(crate) reconcile: String,
+    pub(crate) resolve_complete: String,
+    pub(crate) resolve_reset: String,
+    pub(crate) forget: String,
+    pub(crate) prune: String,
+    pub(crate) add_waiter: String,
+    pub(crate) remove_waiter: String,
+    pub(crate) stats: String,
+}
+
+impl Sql {
+    pub(crate) fn new(s: &str) -> Self {
+        let channel = format!("sentinel_{s}");
+        // Notifies waiters of the changed row, only when some are registered (NOTIFY serialises
+        // committing transactions on a global lock).
+        let notify = |from: &str| {
+            format!(
+                "notified AS (SELECT pg_notify('{channel}', length(namespace)::text || ':' || \
+                 namespace || key) FROM {from} WHERE waiters > 0)"
+            )
+        };
+        Self {
+            claim: format!(
+                "WITH cur AS (
+                    SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
+                ), ins AS (
+                    INSERT INTO {s}.executions (namespace, key, state, fencing_token, owner_host,
+                        owner_pid, owner_attempt, fingerprint, lease_expires_at, hard_expires_at)
+                    SELECT $1, $2, 'running', nextval('{s}.fencing_tokens'), $3, $4, $5, $6,
+                        now() + $7::int8 * interval '1 millisecond',
+                        now() + $8::int8 * interval '1 millisecond'
+                    WHERE NOT EXISTS (SELECT 1 FROM cur)
+                    ON CONFLICT DO NOTHING
+                    RETURNING {COLS}
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
+                        owner_pid, owner_attempt)
+                    SELECT namespace, key, 'acquired', fencing_token, owner_host, owner_pid,
+                        owner_attempt FROM ins
+                )
+                SELECT now(), true AS acquired, {NAMES} FROM ins
+                UNION ALL
+                SELECT now(), false, {NAMES} FROM cur"
+            ),
+            heartbeat: format!(
+                "UPDATE {s}.executions e
+                 SET lease_expires_at = LEAST(now() + t.ttl_ms * interval '1 millisecond',
+                                              e.hard_expires_at),
+                     updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+                      AS t(namespace, key, token, ttl_ms)
+                 WHERE e.namespace = t.namespace AND e.key = t.key AND e.fencing_token = t.token
+                   AND e.state = 'running' AND e.lease_expires_at > now()
+                 RETURNING e.namespace, e.key, e.fencing_token, e.lease_expires_at"
+            ),
+            complete: format!(
+                "WITH upd AS (
+                    UPDATE {s}.executions
+                    SET state = 'completed', result_kind = $4, result = $5::text::json,
+                        completed_at = now(), updated_at = now(), reason = NULL,
+                        retain_until = now() + $6::int8 * interval '1 millisecond'
+                    WHERE namespace = $1 AND key = $2 AND fencing_token = $3
+                      AND state = 'running'
+                    RETURNING {COLS}, waiters
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
+                        owner_pid, owner_attempt)
+                    SELECT namespace, key,
+                        CASE WHEN result_kind = 'error' THEN 'failed' ELSE 'completed' END,
+                        fencing_token, owner_host, owner_pid, owner_attempt FROM upd
+                ), {notify_upd}
+                SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
+                notify_upd = notify("upd")
+            ),
+            release: format!(
+                "WITH del AS (
+                    DELETE FROM {s}.executions
+                    WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'running'
+                    RETURNING namespace, key, fencing_token, owner_host, owner_pid, owner_attempt,
+                        waiters
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
+                        owner_pid, owner_attempt)
+                    SELECT namespace, key, 'released', fencing_token, owner_host, owner_pid,
+                        owner_attempt FROM del
+                ), {notify_del}
+                SELECT (SELECT count(*) FROM notified) FROM del",
+                notify_del = notify("del")
+            ),
+            mark_uncertain: format!(
+                "WITH upd AS (
+                    UPDATE {s}.executions
+                    SET state = 'uncertain', reason = $4, updated_at = now(),
+                        lease_expires_at = LEAST(lease_expires_at, now())
+                    WHERE namespace = $1 AND key = $2 AND fencing_token = $3
+                      AND state = 'running'
+                    RETURNING {COLS}, waiters
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
+                        owner_pid, owner_attempt, reason)
+                    SELECT namespace, key, 'uncertain', fencing_token, owner_host, owner_pid,
+                        owner_attempt, $4 FROM upd
+                ), {notify_upd}
+                SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
+                notify_upd = notify("upd")
+            ),
+            load: format!(
+                "SELECT now(), {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2"
+            ),
+            list: format!(
+                "SELECT now(), {COLS} FROM {s}.executions
+                 WHERE ($1::text IS NULL OR namespace = $1)
+                   AND ($2::text IS NULL OR (namespace, key) > ($2::text, $3::text))
+                   AND ($4::text IS NULL OR {DERIVED_STATE} = $4::text)
+                 ORDER BY namespace, key
+                 LIMIT $5"
+            ),
+            history: format!(
+                "SELECT event, fencing_token, owner_host, owner_pid, owner_attempt, actor, reason, at
+                 FROM {s}.events WHERE namespace = $1 AND key = $2 ORDER BY id LIMIT $3"
+            ),
+            reconcile: format!(
+                "WITH cur AS (
+                    SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
+                ), upd AS (
+                    UPDATE {s}.executions
+                    SET state = 'reconciling', fencing_token = nextval('{s}.fencing_tokens'),
+                        operator = $3, reason = 'reconciling', updated_at = now(),
+                        lease_expires_at = LEAST(lease_expires_at, now())
+                    WHERE namespace = $1 AND key = $2
+                      AND (state = 'uncertain'
+                           OR (state = 'running' AND lease_expires_at <= now())
+                           OR ($5::bool AND state = 'reconciling'))
+                    RETURNING {COLS}
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
+                    SELECT namespace, key, 'reconciling', fencing_token, $3, $4 FROM upd
+                )
+                SELECT now(), true, {NAMES} FROM upd
+                UNION ALL
+                SELECT now(), false, {NAMES} FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)"
+            ),
+            resolve_complete: format!(
+                "WITH cur AS (
+                    SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
+                ), upd AS (
+                    UPDATE {s}.executions
+                    SET state = 'completed', result_kind = $5, result = $6::text::json,
+                        reason = NULL, operator = $3, completed_at = now(), updated_at = now()
+                    WHERE namespace = $1 AND key = $2 AND state = 'reconciling'
+                      AND ($7::int8 IS NULL OR fencing_token = $7::int8)
+                    RETURNING {COLS}, waiters
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
+                    SELECT namespace, key, 'resolved', fencing_token, $3, $4 FROM upd
+                ), {notify_upd}
+                SELECT now(), true, {NAMES}, (SELECT count(*) FROM notified) FROM upd
+                UNION ALL
+                SELECT now(), false, {NAMES}, 0 FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)",
+                notify_upd = notify("upd")
+            ),
+            resolve_reset: format!(
+                "WITH cur AS (
+                    SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
+                ), del AS (
+                    DELETE FROM {s}.executions
+                    WHERE namespace = $1 AND key = $2 AND state = 'reconciling'
+                      AND ($5::int8 IS NULL OR fencing_token = $5::int8)
+                    RETURNING namespace, key, fencing_token, waiters
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
+                    SELECT namespace, key, 'reset', fencing_token, $3, $4 FROM del
+                ), {notify_del}
+                SELECT now(), true, {NAMES}, (SELECT count(*) FROM notified) FROM cur
+                WHERE EXISTS (SELECT 1 FROM del)
+                UNION ALL
+                SELECT now(), false, {NAMES}, 0 FROM cur WHERE NOT EXISTS (SELECT 1 FROM del)",
+                notify_del = notify("del")
+            ),
+            forget: format!(
+                "WITH cur AS (
+                    SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
+                ), del AS (
+                    DELETE FROM {s}.executions
+                    WHERE namespace = $1 AND key = $2 AND state = 'completed'
+                    RETURNING namespace, key, fencing_token
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
+                    SELECT namespace, key, 'forgotten', fencing_token, $3, $4 FROM del
+                )
+                SELECT now(), EXISTS (SELECT 1 FROM del), {NAMES} FROM cur"
+            ),
+            prune: format!(
+                "WITH doomed AS (
+                    SELECT namespace, key FROM {s}.executions
+                    WHERE state = 'completed'
+                      AND (retain_until <= now()
+                           OR ($1::int8 IS NOT NULL
+                               AND completed_at <= now() - $1::int8 * interval '1 millisecond'))
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED
+                ), del AS (
+                    DELETE FROM {s}.executions e USING doomed d
+                    WHERE e.namespace = d.namespace AND e.key = d.key AND e.state = 'completed'
+                    RETURNING e.namespace, e.key, e.fencing_token
+                ), gone AS (
+                    DELETE FROM {s}.events ev USING del
+                    WHERE ev.namespace = del.namespace AND ev.key = del.key
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token)
+                    SELECT namespace, key, 'pruned', fencing_token FROM del
+                )
+                SELECT count(*) FROM del"
+            ),
+            add_waiter: format!(
+                "UPDATE {s}.executions SET waiters = waiters + 1
+                 WHERE namespace = $1 AND key = $2 AND state = 'running'
+                   AND lease_expires_at > now()
+                 RETURNING 1"
+            ),
+            remove_waiter: format!(
+                "UPDATE {s}.executions SET waiters = greatest(waiters - 1, 0)
+                 WHERE namespace = $1 AND key = $2 AND waiters > 0"
+            ),
+            stats: format!(
+                "SELECT now(), count(*),
+                    min(CASE WHEN state = 'running' THEN lease_expires_at ELSE updated_at END)
+                 FROM {s}.executions
+                 WHERE {DERIVED_STATE} IN ('uncertain', 'reconciling')"
+            ),
+            channel,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Shared set-up: each test gets its own schema in the test database, so tests run in parallel.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sentinel_core::Store;
+use sentinel_postgres::PgStore;
+
+/// The test server: `SENTINEL_TEST_DATABASE_URL`, else the local one.
+pub fn database_url() -> String {
+    std::env::var("SENTINEL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema name, unique across processes and runs.
+pub fn fresh_schema() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "sentinel_t_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A raw client for set-up and inspection.
+pub async fn raw_client() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {} ({e}); start it with scripts/services",
+                database_url()
+            )
+        });
+    tokio::spawn(conn);
+    client
+}
+
+/// Drops test schemas left by runs more than an hour old.
+async fn sweep_old_schemas() {
+    let client = raw_client().await;
+    let rows = client
+        .query(
+            "SELECT nspname FROM pg_namespace n
+             WHERE nspname LIKE 'sentinel\\_t\\_%'
+               AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid
+                           AND c.relname = 'migrations')
+               AND (SELECT (pg_stat_file(pg_relation_filepath((nspname || '.migrations')::regclass))).modification
+                    < now() - interval '1 hour')",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    for row in rows {
+        let name: String = row.get(0);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .await;
+    }
+}
+
+/// A migrated store in a schema of its own.
+pub async fn store_with(pool_size: usize) -> PgStore {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT.get_or_init(sweep_old_schemas).await;
+    let store = PgStore::builder()
+        .url(&database_url())
+        .schema(fresh_schema())
+        .pool_size(pool_size)
+        .build()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to {}: {e}; start it with scripts/services",
+                database_url()
+            )
+        });
+    store.migrate().await.unwrap();
+    store
+}
+
+/// The conformance factory: a store with a pool of 16.
+pub async fn pg_store() -> Arc<dyn Store> {
+    Arc::new(store_with(16).await)
+}
