@@ -89,3 +89,49 @@ pub async fn store_with(pool_size: usize) -> PgStore {
 pub async fn pg_store() -> Arc<dyn Store> {
     Arc::new(store_with(16).await)
 }
+
+/// The server's address, for the proxy.
+pub fn server_addr() -> std::net::SocketAddr {
+    use tokio_postgres::config::Host;
+    let config: tokio_postgres::Config = database_url().parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let host = if host == "localhost" {
+        "127.0.0.1".into()
+    } else {
+        host
+    };
+    format!("{host}:{port}").parse().unwrap()
+}
+
+/// The test database URL with host and port replaced by `addr` (a proxy).
+pub fn url_via(addr: std::net::SocketAddr) -> String {
+    let config: tokio_postgres::Config = database_url().parse().unwrap();
+    format!(
+        "postgres://{}@{addr}/{}",
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("test")
+    )
+}
+
+/// A raw client whose notifications arrive on the returned channel.
+pub async fn listening_client() -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+) {
+    let (client, mut conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    (client, rx)
+}

@@ -1,0 +1,657 @@
+//! PostgreSQL-specific behaviour: round trips on the wire, lost replies, the claim race,
+//! migrations, durability settings, NOTIFY economy and several OS processes on one database.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sentinel_core::{Error, EventKind, Outcome, Sentinel, State, StoreErrorKind};
+use sentinel_postgres::PgStore;
+use sentinel_testkit::proxy::Proxy;
+use support::{database_url, fresh_schema, raw_client, store_with, url_via};
+
+type Out = Outcome<u64, String>;
+
+async fn proxied_store(proxy: &Proxy, pool_size: usize) -> PgStore {
+    let store = PgStore::builder()
+        .url(&url_via(proxy.addr()))
+        .schema(fresh_schema())
+        .pool_size(pool_size)
+        .build()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// DESIGN.md §3: a fresh `once` is two statements, a replay one, counted on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_is_two_statements_and_replay_is_one() {
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let s = Sentinel::builder(proxied_store(&proxy, 1).await)
+        .build()
+        .unwrap();
+    // Warm the connection's statement cache.
+    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
+    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
+
+    let before = proxy.counts();
+    for i in 0..10 {
+        let out: Out = s
+            .once(format!("k{i}"))
+            .run(|_| async move { Ok(i) })
+            .await
+            .unwrap();
+        assert!(out.ran_here());
+    }
+    let fresh = proxy.counts();
+    for i in 0..10 {
+        let out: Out = s
+            .once(format!("k{i}"))
+            .run(|_| async { Ok(99) })
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
+    }
+    let replay = proxy.counts();
+    assert_eq!(
+        fresh.statements() - before.statements(),
+        20,
+        "fresh: {before:?} → {fresh:?}"
+    );
+    assert_eq!(fresh.sync - before.sync, 20, "fresh round trips");
+    assert_eq!(
+        replay.statements() - fresh.statements(),
+        10,
+        "replay: {fresh:?} → {replay:?}"
+    );
+    assert_eq!(replay.sync - fresh.sync, 10, "replay round trips");
+    assert_eq!(
+        replay.parse, fresh.parse,
+        "statements are prepared once per connection"
+    );
+}
+
+/// DESIGN.md §3: one heartbeat statement per tick, whatever the number of executions in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeat_is_one_statement_per_tick() {
+    const IN_FLIGHT: usize = 50;
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let s = Sentinel::builder(proxied_store(&proxy, 16).await)
+        .build()
+        .unwrap();
+    let ttl = Duration::from_millis(600);
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let started = Arc::new(AtomicUsize::new(0));
+    let all_started = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let (s, mut rx) = (s.clone(), release_rx.clone());
+        let (started, all_started) = (started.clone(), all_started.clone());
+        tasks.push(tokio::spawn(async move {
+            s.once(format!("k{i}"))
+                .ttl(ttl)
+                .run(|ctx| async move {
+                    if started.fetch_add(1, Ordering::SeqCst) + 1 == IN_FLIGHT {
+                        all_started.notify_one();
+                    }
+                    rx.wait_for(|go| *go).await.unwrap();
+                    Ok::<bool, String>(ctx.is_lease_lost())
+                })
+                .await
+        }));
+    }
+    all_started.notified().await;
+    let c0 = proxy.counts();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the measuring window
+    let c1 = proxy.counts();
+    let elapsed = t0.elapsed();
+    release_tx.send(true).unwrap();
+    for t in tasks {
+        let out = t.await.unwrap().unwrap();
+        assert!(
+            matches!(out, Outcome::Completed { value: false, .. }),
+            "{out:?}"
+        );
+    }
+    let ticks = c1.statements() - c0.statements();
+    let period = ttl / 3;
+    let expected = u64::try_from(elapsed.as_millis() / period.as_millis()).unwrap();
+    assert!(ticks >= 2, "no renewals happened: {ticks}");
+    assert!(
+        ticks <= 2 * expected + 2,
+        "{ticks} heartbeat statements in {elapsed:?} for {IN_FLIGHT} executions (one tick is {period:?})"
+    );
+}
+
+/// A claim whose reply is lost after the server committed it is settled by re-reading the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_claim_reply_is_settled_on_the_wire() {
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let s = Sentinel::builder(proxied_store(&proxy, 4).await)
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    proxy.cut_after_next_statement();
+    let r = runs.clone();
+    let out: Out = s
+        .once("k")
+        .run(|_| async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(1)
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                replayed: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let kinds: Vec<_> = s
+        .history("default", "k", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::Acquired, EventKind::Completed]);
+}
+
+/// A completion whose reply is lost after the server committed it is confirmed by re-reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_completion_reply_is_settled_on_the_wire() {
+    let proxy = Arc::new(Proxy::start(support::server_addr()).await.unwrap());
+    let s = Sentinel::builder(proxied_store(&proxy, 4).await)
+        .build()
+        .unwrap();
+    let p = proxy.clone();
+    let out: Out = s
+        .once("k")
+        .run(|_| async move {
+            p.cut_after_next_statement(); // the completion is the next statement
+            Ok(7)
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                value: 7,
+                replayed: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let out: Out = s.once("k").run(|_| async { Ok(8) }).await.unwrap();
+    assert!(matches!(
+        out,
+        Outcome::Completed {
+            value: 7,
+            replayed: true,
+            ..
+        }
+    ));
+}
+
+/// Under READ COMMITTED the claim returns no row when a concurrent insert commits between its
+/// snapshot and its conflict check; the engine claims again and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_retries_when_a_concurrent_insert_wins() {
+    let store = store_with(4).await;
+    let schema = store.schema().to_owned();
+    let s = Sentinel::builder(store).build().unwrap();
+    let mut raw = raw_client().await;
+    let tx = raw.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.executions (namespace, key, state, fencing_token, owner_host,
+                 owner_pid, owner_attempt, lease_expires_at, hard_expires_at)
+             VALUES ('default', 'k', 'running', nextval('{schema}.fencing_tokens'), 'rival', 1,
+                 'rival-attempt', now() + interval '1 hour', now() + interval '2 hours')"
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let s2 = s.clone();
+    let claim =
+        tokio::spawn(async move { s2.once("k").run(|_| async { Ok::<u64, String>(1) }).await });
+    // Wait until the claim blocks on the uncommitted insert's conflict check.
+    let observer = raw_client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '.executions%'",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the claim never blocked on the rival insert"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+    let out = claim.await.unwrap().unwrap();
+    match out {
+        Outcome::Running { owner, .. } => assert_eq!(owner.unwrap().host, "rival"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(s.stats().claim_retries, 1);
+}
+
+/// Migrations are idempotent and safe to run from many processes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_apply_once() {
+    let schema = fresh_schema();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let schema = schema.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = PgStore::builder()
+                .url(&database_url())
+                .schema(schema)
+                .pool_size(1)
+                .build()
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            store.migrate().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let raw = raw_client().await;
+    let n: i64 = raw
+        .query_one(&format!("SELECT count(*) FROM {schema}.migrations"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, i64::from(sentinel_postgres::SCHEMA_VERSION));
+}
+
+/// A schema from a newer version, or with an edited migration, is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_schema_versions_are_refused() {
+    let store = store_with(2).await;
+    let schema = store.schema().to_owned();
+    let raw = raw_client().await;
+    raw.batch_execute(&format!(
+        "UPDATE {schema}.migrations SET checksum = 'edited' WHERE version = 1"
+    ))
+    .await
+    .unwrap();
+    let e = store.migrate().await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(se) if se.kind() == StoreErrorKind::Schema),
+        "{e}"
+    );
+    raw.batch_execute(&format!(
+        "INSERT INTO {schema}.migrations (version, name, checksum) VALUES (99, 'future', 'x')"
+    ))
+    .await
+    .unwrap();
+    let e = store.check_schema().await.unwrap_err();
+    assert!(e.to_string().contains("newer"), "{e}");
+}
+
+/// Without `migrate`, operations fail with a schema error that says what to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_schema_is_a_clear_error() {
+    let store = PgStore::builder()
+        .url(&database_url())
+        .schema(fresh_schema())
+        .build()
+        .await
+        .unwrap();
+    let e = store.check_schema().await.unwrap_err();
+    assert!(e.to_string().contains("sentinel init"), "{e}");
+    let s = Sentinel::builder(store).build().unwrap();
+    let r = s.once("k").run(|_| async { Ok::<u64, String>(1) }).await;
+    match r {
+        Err(Error::Store(e)) => {
+            assert_eq!(e.kind(), StoreErrorKind::Schema);
+            assert!(e.to_string().contains("migrate"), "{e}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Bad settings are refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused() {
+    for schema in ["", "Bad", "a-b", "x;drop table y"] {
+        let r = PgStore::builder()
+            .url(&database_url())
+            .schema(schema)
+            .build()
+            .await;
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{schema:?}");
+    }
+    let r = PgStore::builder()
+        .url("postgres://u:secret@127.0.0.1:1/db")
+        .build()
+        .await;
+    match r {
+        Err(Error::Store(e)) => {
+            assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let r = PgStore::builder()
+        .url("postgres://u:secret@host:notaport/db")
+        .build()
+        .await;
+    match r {
+        Err(Error::InvalidInput(e)) => assert!(!e.contains("secret"), "{e}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A pool whose sessions run with `synchronous_commit = off` is refused unless allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_commit_pool_is_refused() {
+    use deadpool_postgres::{Manager, Pool};
+    let mut config: tokio_postgres::Config = database_url().parse().unwrap();
+    config.options("-c synchronous_commit=off");
+    let pool = Pool::builder(Manager::new(config, tokio_postgres::NoTls))
+        .max_size(2)
+        .build()
+        .unwrap();
+    let r = PgStore::builder().pool(pool.clone()).build().await;
+    assert!(
+        matches!(r, Err(Error::InvalidInput(ref m)) if m.contains("synchronous_commit")),
+        "{r:?}"
+    );
+    let store = PgStore::builder()
+        .pool(pool)
+        .schema(fresh_schema())
+        .allow_async_commit(true)
+        .build()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // Built on the application's pool alone, it still works (heartbeat on a reserved pooled
+    // connection, waiters polling).
+    let s = Sentinel::builder(store).build().unwrap();
+    let out: Out = s.once("k").run(|_| async { Ok(1) }).await.unwrap();
+    assert!(out.ran_here());
+}
+
+/// A completion notifies only when someone waits on the key (NOTIFY serialises commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn completion_notifies_only_when_someone_waits() {
+    let store = store_with(8).await;
+    let channel = format!("sentinel_{}", store.schema());
+    let s = Sentinel::builder(store.clone()).build().unwrap();
+    let (listener, mut notes) = support::listening_client().await;
+    listener
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .unwrap();
+
+    let _: Out = s.once("quiet").run(|_| async { Ok(1) }).await.unwrap();
+    // A marker after the completion: notifications arrive in commit order.
+    listener
+        .batch_execute(&format!("NOTIFY {channel}, 'marker'"))
+        .await
+        .unwrap();
+    let first = notes.recv().await.unwrap();
+    assert_eq!(
+        first.payload(),
+        "marker",
+        "a completion without waiters notified"
+    );
+
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let s2 = s.clone();
+    let worker = tokio::spawn(async move {
+        s2.once("watched")
+            .run(|_| async move {
+                let _ = started_tx.send(());
+                release_rx.await.unwrap();
+                Ok::<u64, String>(2)
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    let s3 = s.clone();
+    let waiter = tokio::spawn(async move {
+        s3.once("watched")
+            .wait(Duration::from_secs(30))
+            .run(|_| async { Ok::<u64, String>(0) })
+            .await
+    });
+    // Wait until the waiter registered on the row.
+    let raw = raw_client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiters: i32 = raw
+            .query_one(
+                &format!(
+                    "SELECT waiters FROM {}.executions WHERE key = 'watched'",
+                    store.schema()
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiters > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the waiter never registered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let waited_from = Instant::now();
+    release_tx.send(()).unwrap();
+    assert!(worker.await.unwrap().unwrap().ran_here());
+    let out = waiter.await.unwrap().unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                value: 2,
+                replayed: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    // Woken by the notification, not by the 1 s poll.
+    assert!(
+        waited_from.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        waited_from.elapsed()
+    );
+    let note = notes.recv().await.unwrap();
+    assert_eq!(note.payload(), "7:defaultwatched");
+}
+
+const RACE_TASKS: usize = 16;
+const RACE_KEYS: usize = 50;
+
+/// 8 OS processes × 16 tasks race on 50 keys of one database: exactly one execution per key,
+/// counted in an append-only file outside Sentinel.
+///
+/// The same test binary is the worker: run with `SENTINEL_RACE_SCHEMA` set, this test plays one
+/// racing process instead.
+#[test]
+fn processes_race_on_one_database() {
+    const PROCESSES: usize = 8;
+    if std::env::var_os("SENTINEL_RACE_SCHEMA").is_some() {
+        return race_worker();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = rt.block_on(async { store_with(1).await.schema().to_owned() });
+    let dir = std::env::temp_dir().join(format!("sentinel-pg-race-{schema}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("executions.log");
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "processes_race_on_one_database",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("SENTINEL_RACE_SCHEMA", &schema)
+                .env("SENTINEL_RACE_LOG", &log)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Start barrier: every child connects and reports ready, then all are released at once.
+    let mut outputs: Vec<_> = children
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().unwrap()))
+        .collect();
+    for out in &mut outputs {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "a worker died before it was ready:\n{seen}"
+            );
+            seen.push_str(&line);
+            // libtest may print "test processes_race_on_one_database ... " on the same line.
+            if line.trim_end().ends_with("race-worker-ready") {
+                break;
+            }
+        }
+    }
+    for c in &mut children {
+        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut busy = 0usize;
+    for (mut c, mut out) in children.into_iter().zip(outputs) {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(c.wait().unwrap().success(), "a worker failed:\n{rest}");
+        busy += rest
+            .lines()
+            .find_map(|l| l.split_once("busy=").map(|(_, n)| n))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .expect("worker printed no busy count");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for line in text.lines() {
+        *counts.entry(line).or_default() += 1;
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(counts.len(), RACE_KEYS, "every key ran");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "a key ran twice: {counts:?}"
+    );
+    assert!(busy > 0, "no contention happened: the test proved nothing");
+}
+
+/// The child side of `processes_race_on_one_database`.
+fn race_worker() {
+    let schema =
+        std::env::var("SENTINEL_RACE_SCHEMA").expect("run by processes_race_on_one_database");
+    let log = std::env::var("SENTINEL_RACE_LOG").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let store = PgStore::builder()
+            .url(&database_url())
+            .schema(schema)
+            .pool_size(8)
+            .build()
+            .await
+            .unwrap();
+        let s = Sentinel::builder(store).build().unwrap();
+        let _ = s.inspect("default", "warm-up").await.unwrap();
+        println!("race-worker-ready");
+        std::io::stdout().flush().unwrap();
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let log = Arc::new(log);
+        let mut tasks = Vec::new();
+        for t in 0..RACE_TASKS {
+            let (s, log) = (s.clone(), log.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut busy = 0;
+                for i in 0..RACE_KEYS {
+                    let key = format!("key-{}", (i * 7 + t) % RACE_KEYS);
+                    let (k, log) = (key.clone(), log.clone());
+                    let out: Out = s
+                        .once(&key)
+                        .run(|_| async move {
+                            let mut f = std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(&*log)
+                                .unwrap();
+                            f.write_all(format!("{k}\n").as_bytes()).unwrap();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok(1)
+                        })
+                        .await
+                        .unwrap();
+                    match out {
+                        Outcome::Running { .. } => busy += 1,
+                        Outcome::Completed { .. } => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                busy
+            }));
+        }
+        let mut busy = 0;
+        for t in tasks {
+            busy += t.await.unwrap();
+        }
+        println!("busy={busy}");
+        std::io::stdout().flush().unwrap();
+    });
+}
+
+/// Records list by state with the server's clock, and stats count uncertain ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_records_list_and_count() {
+    let s = Sentinel::builder(store_with(2).await).build().unwrap();
+    let _: Out = s
+        .once("k")
+        .run(|_| async { Err("x".into()) })
+        .await
+        .unwrap();
+    let op = sentinel_core::store::OperatorAction::new("default", "k", "ops", None);
+    s.reconcile(&op, false).await.unwrap();
+    let mut q = sentinel_core::store::ListQuery::new(10);
+    q.state = Some(State::Reconciling);
+    assert_eq!(s.list(&q).await.unwrap().len(), 1);
+    let stats = s.store().stats().await.unwrap();
+    assert_eq!(stats.uncertain, 1);
+}
