@@ -55,6 +55,11 @@ impl Sentinel {
         call(&self.inner, f(self.inner.clone()))
     }
 
+    /// See [`crate::Sentinel::migrate`].
+    pub fn migrate(&self) -> Result<(), Error> {
+        self.call(|s| async move { s.migrate().await })
+    }
+
     /// See [`crate::Sentinel::inspect`].
     pub fn inspect(&self, namespace: &str, key: &str) -> Result<Option<Record>, Error> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());

@@ -117,7 +117,7 @@ pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: A
 /// Fires local losses, renews what is due, and returns when to wake next.
 async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
     let now = Instant::now();
-    let batch: Vec<(u64, Renewal)> = {
+    let (batch, bound) = {
         let mut entries = in_flight.lock();
         entries.retain(|_, e| {
             let why = if now >= e.hard_deadline {
@@ -147,14 +147,28 @@ async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
             .collect();
         // Sorted keys: concurrent heartbeats of several instances lock rows in one order.
         batch.sort_by(|a, b| (&a.1.namespace, &a.1.key).cmp(&(&b.1.namespace, &b.1.key)));
-        batch
+        // A store call that hangs must not hold back the local lease-loss signal: it is given up
+        // at the earliest local deadline.
+        let bound = entries.values().map(Entry::local_deadline).min();
+        (batch, bound)
     };
 
     if !batch.is_empty() {
         let sent_at = Instant::now();
         let renewals: Vec<Renewal> = batch.iter().map(|(_, r)| r.clone()).collect();
         let started = std::time::Instant::now();
-        let result = store.heartbeat(&renewals).await;
+        let call = store.heartbeat(&renewals);
+        let result = match bound {
+            Some(bound) => tokio::time::timeout_at(bound, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::StoreError::new(
+                        crate::StoreErrorKind::Ambiguous,
+                        "heartbeat got no reply before the earliest local lease deadline",
+                    ))
+                }),
+            None => call.await,
+        };
         metrics::store_latency("heartbeat", started.elapsed());
         let mut entries = in_flight.lock();
         match result {

@@ -510,6 +510,30 @@ pub async fn timing_local_lease_loss_without_store_answer(store: Arc<dyn Store>)
     );
 }
 
+/// A heartbeat statement that never answers (a half-open connection) does not hold back the
+/// local lease-lost signal.
+pub async fn timing_local_lease_loss_when_the_store_hangs(store: Arc<dyn Store>) {
+    let (fault, s) = faulty(store);
+    fault.arm(|f| f.heartbeat_hangs = true);
+    let started = std::time::Instant::now();
+    let out = s
+        .once("k")
+        .ttl(Duration::from_millis(400))
+        .run(|ctx| async move {
+            let why = tokio::time::timeout(Duration::from_secs(5), ctx.lease_lost())
+                .await
+                .expect("lease-lost signal never fired");
+            Ok::<_, String>(format!("{why:?}"))
+        })
+        .await
+        .unwrap();
+    let Outcome::Completed { value, .. } = out else {
+        panic!("unexpected {out:?}");
+    };
+    assert_eq!(value, format!("{:?}", LeaseLost::RenewalsFailing));
+    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+}
+
 /// A worker whose lease expired, whose key was reconciled and run again, cannot complete it.
 pub async fn timing_late_completion_is_fenced(store: Arc<dyn Store>) {
     let (fault, s) = faulty(store);
@@ -1287,6 +1311,7 @@ macro_rules! conformance_tests {
             timing_hard_ceiling_fires_lease_lost,
             timing_fenced_renewal_fires_lease_lost,
             timing_local_lease_loss_without_store_answer,
+            timing_local_lease_loss_when_the_store_hangs,
             timing_late_completion_is_fenced,
             timing_expired_lease_can_be_reconciled,
             reconcile_and_resolve_follow_the_state_table,

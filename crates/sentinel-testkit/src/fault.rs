@@ -26,6 +26,8 @@ pub struct Faults {
     pub load_unavailable: u32,
     /// Fail every heartbeat while set.
     pub heartbeat_unavailable: bool,
+    /// Every heartbeat hangs (never answers) while set, like a half-open connection.
+    pub heartbeat_hangs: bool,
 }
 
 /// Wraps a store and injects [`Faults`].
@@ -87,6 +89,9 @@ impl Store for FaultStore {
     async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
         if self.with(|f| f.heartbeat_unavailable) {
             return Err(unavailable());
+        }
+        if self.with(|f| f.heartbeat_hangs) {
+            std::future::pending::<()>().await;
         }
         self.inner.heartbeat(renewals).await
     }
