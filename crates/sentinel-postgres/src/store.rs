@@ -25,10 +25,33 @@ use crate::listen::{self, Listener, Signal};
 use crate::migrate;
 use crate::sql::Sql;
 
+/// How connections are encrypted.
+#[derive(Clone)]
+enum Tls {
+    None,
+    #[cfg(feature = "rustls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+#[cfg(feature = "rustls")]
+fn default_rustls() -> Result<rustls::ClientConfig, Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::InvalidInput(format!("TLS set-up failed: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 /// Opens Sentinel's own connections (heartbeat, LISTEN), with `synchronous_commit = on`.
 #[derive(Clone)]
 pub(crate) struct PgConnector {
     config: tokio_postgres::Config,
+    tls: Tls,
 }
 
 type Messages = tokio::sync::mpsc::UnboundedReceiver<Result<AsyncMessage, tokio_postgres::Error>>;
@@ -49,9 +72,12 @@ impl PgConnector {
             tokio::sync::mpsc::UnboundedSender<Result<AsyncMessage, tokio_postgres::Error>>,
         >,
     ) -> Result<Client, StoreError> {
-        spawn_connection(&self.config, NoTls, forward)
-            .await
-            .map_err(|e| map(Phase::Connect, "connect", e))
+        let connected = match &self.tls {
+            Tls::None => spawn_connection(&self.config, NoTls, forward).await,
+            #[cfg(feature = "rustls")]
+            Tls::Rustls(tls) => spawn_connection(&self.config, tls.clone(), forward).await,
+        };
+        connected.map_err(|e| map(Phase::Connect, "connect", e))
     }
 }
 
@@ -94,6 +120,8 @@ pub struct PgStoreBuilder {
     pool_size: usize,
     statement_timeout: Duration,
     allow_async_commit: bool,
+    #[cfg(feature = "rustls")]
+    tls: Option<rustls::ClientConfig>,
 }
 
 impl Default for PgStoreBuilder {
@@ -106,6 +134,8 @@ impl Default for PgStoreBuilder {
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             allow_async_commit: false,
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }
@@ -190,6 +220,14 @@ impl PgStoreBuilder {
         self
     }
 
+    /// The rustls configuration for TLS connections (default: the Mozilla roots). TLS is used
+    /// unless the URL says `sslmode=disable`.
+    #[cfg(feature = "rustls")]
+    pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Validates the settings, connects once and checks `synchronous_commit`.
     pub async fn build(self) -> Result<PgStore, Error> {
         if let Some(e) = self.url_error {
@@ -204,6 +242,34 @@ impl PgStoreBuilder {
                 "statement timeout must be positive".into(),
             ));
         }
+        // TLS when the URL requires it (the certificate is verified, unlike libpq's `require`),
+        // or when a TLS config was given and the URL does not disable it.
+        let ssl_mode = self
+            .config
+            .as_ref()
+            .map(tokio_postgres::Config::get_ssl_mode);
+        let required = ssl_mode == Some(tokio_postgres::config::SslMode::Require);
+        #[cfg(feature = "rustls")]
+        let tls = {
+            let preferred = ssl_mode == Some(tokio_postgres::config::SslMode::Prefer);
+            match self.tls {
+                Some(config) if required || preferred => {
+                    Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+                }
+                None if required => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    default_rustls()?,
+                )),
+                _ => Tls::None,
+            }
+        };
+        #[cfg(not(feature = "rustls"))]
+        let tls = if required {
+            return Err(Error::InvalidInput(
+                "sslmode=require needs TLS support: build with the `rustls` feature".into(),
+            ));
+        } else {
+            Tls::None
+        };
         let connector = self.config.map(|mut config| {
             let options = match config.get_options() {
                 Some(o) if !o.is_empty() => format!("{o} -c synchronous_commit=on"),
@@ -215,18 +281,21 @@ impl PgStoreBuilder {
             }
             config.keepalives(true);
             config.keepalives_idle(Duration::from_secs(30));
-            PgConnector { config }
+            PgConnector { config, tls }
         });
         let (pool, own_pool) = match (self.pool, &connector) {
             (Some(pool), _) => (pool, false),
             (None, Some(c)) => {
-                let manager = Manager::from_config(
-                    c.config.clone(),
-                    NoTls,
-                    ManagerConfig {
-                        recycling_method: RecyclingMethod::Fast,
-                    },
-                );
+                let manager_config = ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                };
+                let manager = match &c.tls {
+                    Tls::None => Manager::from_config(c.config.clone(), NoTls, manager_config),
+                    #[cfg(feature = "rustls")]
+                    Tls::Rustls(tls) => {
+                        Manager::from_config(c.config.clone(), tls.clone(), manager_config)
+                    }
+                };
                 let pool = Pool::builder(manager)
                     .max_size(self.pool_size)
                     .build()

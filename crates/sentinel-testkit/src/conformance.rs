@@ -531,7 +531,11 @@ pub async fn timing_local_lease_loss_when_the_store_hangs(store: Arc<dyn Store>)
         panic!("unexpected {out:?}");
     };
     assert_eq!(value, format!("{:?}", LeaseLost::RenewalsFailing));
-    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A worker whose lease expired, whose key was reconciled and run again, cannot complete it.
