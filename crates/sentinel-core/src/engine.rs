@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::cache::{Completed, ResultCache};
 use crate::error::{NotRecorded, NotRecordedReason};
 use crate::heartbeat::InFlight;
 use crate::runtime::OwnRuntime;
@@ -86,6 +87,13 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often the uncertain-records gauge is refreshed (feature `metrics`). Default 30 s.
     pub stats_interval: Duration,
+    /// How many completed results this instance keeps in memory to replay without a round trip.
+    /// Default 0 (off).
+    pub cache_capacity: usize,
+    /// How long a cached result may be replayed from memory (never past its retention). A
+    /// record forgotten by an operator can still be replayed from other processes' caches for
+    /// this long. Default 60 s.
+    pub cache_max_age: Duration,
 }
 
 impl Default for Config {
@@ -98,6 +106,8 @@ impl Default for Config {
             max_result_bytes: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(30),
+            cache_capacity: 0,
+            cache_max_age: Duration::from_secs(60),
         }
     }
 }
@@ -139,6 +149,14 @@ impl SentinelBuilder {
         self
     }
 
+    /// Keeps up to `capacity` completed results in memory, each for at most `max_age`, so that
+    /// replays cost no round trip.
+    pub fn result_cache(mut self, capacity: usize, max_age: Duration) -> Self {
+        self.config.cache_capacity = capacity;
+        self.config.cache_max_age = max_age;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -153,6 +171,7 @@ impl SentinelBuilder {
         if c.max_result_bytes == 0 {
             return Err(Error::invalid("max_result_bytes must be positive"));
         }
+        let cache = ResultCache::new(c.cache_capacity, c.cache_max_age);
         let in_flight = Arc::new(InFlight::default());
         let stats_every = cfg!(feature = "metrics").then_some(c.stats_interval);
         let runtime = OwnRuntime::start(self.store.clone(), in_flight.clone(), stats_every)
@@ -172,6 +191,7 @@ impl SentinelBuilder {
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 counters: Counters::default(),
+                cache,
             }),
         })
     }
@@ -207,6 +227,7 @@ struct Counters {
     replays: AtomicU64,
     busy: AtomicU64,
     claim_retries: AtomicU64,
+    cache_hits: AtomicU64,
 }
 
 /// A snapshot of the engine's counters.
@@ -221,6 +242,8 @@ pub struct EngineStats {
     pub busy: u64,
     /// Claims run again because a concurrent insert committed first.
     pub claim_retries: u64,
+    /// Replays served from the in-process cache (counted in `replays` too).
+    pub cache_hits: u64,
     /// Executions in flight now.
     pub in_flight: usize,
 }
@@ -234,6 +257,7 @@ struct Inner {
     active: AtomicUsize,
     idle: Notify,
     counters: Counters,
+    cache: ResultCache,
 }
 
 /// The entry point: runs functions at most once per key and replays their results.
@@ -304,6 +328,7 @@ impl Sentinel {
             replays: c.replays.load(Ordering::Relaxed),
             busy: c.busy.load(Ordering::Relaxed),
             claim_retries: c.claim_retries.load(Ordering::Relaxed),
+            cache_hits: c.cache_hits.load(Ordering::Relaxed),
             in_flight: self.inner.in_flight.len(),
         }
     }
@@ -531,6 +556,14 @@ impl Sentinel {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
+        if let Some(hit) = self.inner.cache.get(&plan.namespace, &plan.key) {
+            check_fingerprint(plan, hit.fingerprint.as_deref())?;
+            self.inner
+                .counters
+                .cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return self.replay(plan, &hit).map(Begin::Done);
+        }
         let deadline = plan.wait.map(|w| Instant::now() + w);
         loop {
             let (response, owner, sent) = self.claim(plan).await?;
@@ -541,7 +574,7 @@ impl Sentinel {
                 ClaimResponse::Existing(record) => record,
                 ClaimResponse::Raced => unreachable!("claim() retries races"),
             };
-            check_fingerprint(plan, &record)?;
+            check_fingerprint(plan, record.fingerprint.as_deref())?;
             if record.state == State::Running {
                 if let Some(deadline) = deadline.filter(|d| Instant::now() < *d) {
                     self.wait_until_settled(&plan.namespace, &plan.key, deadline)
@@ -549,7 +582,7 @@ impl Sentinel {
                     continue;
                 }
             }
-            return self.existing_outcome(record).map(Begin::Done);
+            return self.existing_outcome(plan, record).map(Begin::Done);
         }
     }
 
@@ -669,7 +702,7 @@ impl Sentinel {
         }
     }
 
-    fn existing_outcome<T, E>(&self, record: Record) -> Result<Outcome<T, E>, Error>
+    fn existing_outcome<T, E>(&self, plan: &Plan, record: Record) -> Result<Outcome<T, E>, Error>
     where
         T: DeserializeOwned,
         E: DeserializeOwned,
@@ -677,27 +710,15 @@ impl Sentinel {
         let token = record.fencing_token;
         match record.state {
             State::Completed => {
-                self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
-                metrics::replay();
-                let completed_at = record.completed_at.unwrap_or(record.updated_at);
-                match &record.result {
-                    None => Ok(Outcome::CompletedWithoutResult {
-                        token,
-                        completed_at,
-                    }),
-                    Some(r) if r.kind == ResultKind::Value => Ok(Outcome::Completed {
-                        value: decode(&record, &r.json)?,
-                        replayed: true,
-                        token,
-                        completed_at,
-                    }),
-                    Some(r) => Ok(Outcome::Failed {
-                        error: decode(&record, &r.json)?,
-                        replayed: true,
-                        disposition: Disposition::Recorded,
-                        token,
-                    }),
-                }
+                let completed = Completed::from_record(&record);
+                let retention_left = record
+                    .retain_until
+                    .map(|r| r.duration_since(record.observed_at).unwrap_or_default());
+                let outcome = self.replay(plan, &completed);
+                self.inner
+                    .cache
+                    .insert(&plan.namespace, &plan.key, completed, retention_left);
+                outcome
             }
             State::Running => {
                 self.inner.counters.busy.fetch_add(1, Ordering::Relaxed);
@@ -712,6 +733,34 @@ impl Sentinel {
                 reason: record.reason.unwrap_or(UncertainReason::OwnerDied),
                 since: record.uncertain_since(),
                 owner: record.owner,
+                token,
+            }),
+        }
+    }
+
+    fn replay<T, E>(&self, plan: &Plan, completed: &Completed) -> Result<Outcome<T, E>, Error>
+    where
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
+        metrics::replay();
+        let (token, completed_at) = (completed.token, completed.completed_at);
+        match &completed.result {
+            None => Ok(Outcome::CompletedWithoutResult {
+                token,
+                completed_at,
+            }),
+            Some(r) if r.kind == ResultKind::Value => Ok(Outcome::Completed {
+                value: decode(plan, &r.json)?,
+                replayed: true,
+                token,
+                completed_at,
+            }),
+            Some(r) => Ok(Outcome::Failed {
+                error: decode(plan, &r.json)?,
+                replayed: true,
+                disposition: Disposition::Recorded,
                 token,
             }),
         }
@@ -824,8 +873,32 @@ impl Sentinel {
         Ok(StoredResult::new(kind, json))
     }
 
-    /// Writes the completion, settling a lost reply by re-reading the row.
+    /// Writes the completion and caches it.
     async fn complete(
+        &self,
+        plan: &Plan,
+        token: FencingToken,
+        result: StoredResult,
+    ) -> Result<SystemTime, (NotRecordedReason, String)> {
+        let cached = Completed {
+            result: Some(result.clone()),
+            token,
+            completed_at: SystemTime::UNIX_EPOCH,
+            fingerprint: plan.fingerprint.clone(),
+        };
+        let completed_at = self.write_completion(plan, token, result).await?;
+        let cached = Completed {
+            completed_at,
+            ..cached
+        };
+        self.inner
+            .cache
+            .insert(&plan.namespace, &plan.key, cached, plan.retain_for);
+        Ok(completed_at)
+    }
+
+    /// Writes the completion, settling a lost reply by re-reading the row.
+    async fn write_completion(
         &self,
         plan: &Plan,
         token: FencingToken,
@@ -935,9 +1008,9 @@ impl Sentinel {
     }
 }
 
-fn check_fingerprint(plan: &Plan, record: &Record) -> Result<(), Error> {
+fn check_fingerprint(plan: &Plan, stored: Option<&[u8]>) -> Result<(), Error> {
     match &plan.fingerprint {
-        Some(fp) if record.fingerprint.as_ref() != Some(fp) => Err(Error::FingerprintMismatch {
+        Some(fp) if stored != Some(fp.as_slice()) => Err(Error::FingerprintMismatch {
             namespace: plan.namespace.clone(),
             key: plan.key.clone(),
         }),
@@ -945,11 +1018,11 @@ fn check_fingerprint(plan: &Plan, record: &Record) -> Result<(), Error> {
     }
 }
 
-fn decode<V: DeserializeOwned>(record: &Record, json: &str) -> Result<V, Error> {
+fn decode<V: DeserializeOwned>(plan: &Plan, json: &str) -> Result<V, Error> {
     serde_json::from_str(json).map_err(|e| {
         Error::Codec(format!(
             "stored result of {}/{} does not deserialize into the requested type: {e}",
-            record.namespace, record.key
+            plan.namespace, plan.key
         ))
     })
 }

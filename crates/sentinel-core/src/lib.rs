@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod blocking;
+mod cache;
 mod context;
 mod engine;
 mod error;

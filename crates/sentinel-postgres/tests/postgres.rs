@@ -77,6 +77,35 @@ async fn fresh_is_two_statements_and_replay_is_one() {
     );
 }
 
+/// DESIGN.md §3: a replay served from the in-process cache costs no statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_replay_is_zero_statements() {
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let s = Sentinel::builder(proxied_store(&proxy, 1).await)
+        .result_cache(1000, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let out: Out = s
+            .once(format!("k{i}"))
+            .run(|_| async move { Ok(i) })
+            .await
+            .unwrap();
+        assert!(out.ran_here());
+    }
+    let before = proxy.counts();
+    for i in 0..10 {
+        let out: Out = s
+            .once(format!("k{i}"))
+            .run(|_| async { Ok(99) })
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
+    }
+    assert_eq!(proxy.counts(), before);
+    assert_eq!(s.stats().cache_hits, 10);
+}
+
 /// DESIGN.md §3: one heartbeat statement per tick, whatever the number of executions in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heartbeat_is_one_statement_per_tick() {

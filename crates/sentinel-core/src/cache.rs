@@ -1,0 +1,113 @@
+//! The in-process cache of completed results: a replay served from it costs no round trip.
+//! Entries never outlive the record's retention nor the configured maximum age, so a record
+//! forgotten by an operator is replayed from the cache for at most that long.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::{FencingToken, Record, StoredResult};
+
+/// A completed record, as much of it as a replay needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Completed {
+    pub(crate) result: Option<StoredResult>,
+    pub(crate) token: FencingToken,
+    pub(crate) completed_at: SystemTime,
+    pub(crate) fingerprint: Option<Vec<u8>>,
+}
+
+impl Completed {
+    pub(crate) fn from_record(record: &Record) -> Self {
+        Self {
+            result: record.result.clone(),
+            token: record.fencing_token,
+            completed_at: record.completed_at.unwrap_or(record.updated_at),
+            fingerprint: record.fingerprint.clone(),
+        }
+    }
+}
+
+type Id = (String, String);
+
+pub(crate) struct ResultCache {
+    capacity: usize,
+    max_age: Duration,
+    entries: Mutex<(HashMap<Id, (Completed, Instant)>, VecDeque<Id>)>,
+}
+
+impl ResultCache {
+    pub(crate) fn new(capacity: usize, max_age: Duration) -> Self {
+        Self {
+            capacity,
+            max_age,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.capacity > 0 && !self.max_age.is_zero()
+    }
+
+    pub(crate) fn get(&self, namespace: &str, key: &str) -> Option<Completed> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut guard = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = (namespace.to_owned(), key.to_owned());
+        match guard.0.get(&id) {
+            Some((c, expires)) if Instant::now() < *expires => Some(c.clone()),
+            Some(_) => {
+                guard.0.remove(&id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches a completed record for at most `max_age` and at most `retention_left`.
+    pub(crate) fn insert(
+        &self,
+        namespace: &str,
+        key: &str,
+        completed: Completed,
+        retention_left: Option<Duration>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let age = retention_left.map_or(self.max_age, |r| r.min(self.max_age));
+        if age.is_zero() {
+            return;
+        }
+        let mut guard = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (map, order) = &mut *guard;
+        let id = (namespace.to_owned(), key.to_owned());
+        if map
+            .insert(id.clone(), (completed, Instant::now() + age))
+            .is_none()
+        {
+            order.push_back(id);
+        }
+        while map.len() > self.capacity {
+            match order.pop_front() {
+                Some(old) => {
+                    map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Keep the order queue from growing with ids already evicted by expiry.
+        if order.len() > 2 * self.capacity {
+            order.retain(|id| map.contains_key(id));
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The in-process result cache: replays without a round trip, never past retention or max age.
+
+use std::time::Duration;
+
+use sentinel_core::store::OperatorAction;
+use sentinel_core::{Error, MemoryStore, Outcome, Sentinel};
+
+type Out = Outcome<u32, String>;
+
+fn forget(key: &str) -> OperatorAction {
+    OperatorAction::new("default", key, "ops", Some("test".into()))
+}
+
+#[tokio::test]
+async fn cached_replay_does_not_consult_the_store() {
+    let s = Sentinel::builder(MemoryStore::new())
+        .result_cache(100, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let _: Out = s
+        .once("k")
+        .fingerprint("a")
+        .run(|_| async { Ok(1) })
+        .await
+        .unwrap();
+    // The record is gone from the store; the cache still replays it.
+    s.forget(&forget("k")).await.unwrap();
+    let out: Out = s.once("k").run(|_| async { Ok(2) }).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                value: 1,
+                replayed: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.stats().cache_hits, 1);
+    // The fingerprint is checked against the cached one.
+    let r = s
+        .once("k")
+        .fingerprint("b")
+        .run(|_| async { Ok::<u32, String>(2) })
+        .await;
+    assert!(matches!(r, Err(Error::FingerprintMismatch { .. })));
+}
+
+#[tokio::test]
+async fn replays_read_from_the_store_are_cached_too() {
+    let store = MemoryStore::new();
+    let writer = Sentinel::builder(store.clone()).build().unwrap();
+    let reader = Sentinel::builder(store)
+        .result_cache(100, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let _: Out = writer.once("k").run(|_| async { Ok(5) }).await.unwrap();
+    let _: Out = reader.once("k").run(|_| async { Ok(0) }).await.unwrap();
+    writer.forget(&forget("k")).await.unwrap();
+    let out: Out = reader.once("k").run(|_| async { Ok(0) }).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                value: 5,
+                replayed: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn cache_entries_never_outlive_retention() {
+    let s = Sentinel::builder(MemoryStore::new())
+        .result_cache(100, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let _: Out = s
+        .once("k")
+        .retain_for(Duration::ZERO)
+        .run(|_| async { Ok(1) })
+        .await
+        .unwrap();
+    s.forget(&forget("k")).await.unwrap();
+    let out: Out = s.once("k").run(|_| async { Ok(2) }).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                value: 2,
+                replayed: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn cache_is_off_by_default_and_bounded() {
+    let s = Sentinel::builder(MemoryStore::new()).build().unwrap();
+    let _: Out = s.once("k").run(|_| async { Ok(1) }).await.unwrap();
+    s.forget(&forget("k")).await.unwrap();
+    let out: Out = s.once("k").run(|_| async { Ok(2) }).await.unwrap();
+    assert!(out.ran_here());
+
+    let small = Sentinel::builder(MemoryStore::new())
+        .result_cache(1, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let _: Out = small.once("a").run(|_| async { Ok(1) }).await.unwrap();
+    let _: Out = small.once("b").run(|_| async { Ok(2) }).await.unwrap(); // evicts a
+    small.forget(&forget("a")).await.unwrap();
+    let out: Out = small.once("a").run(|_| async { Ok(3) }).await.unwrap();
+    assert!(out.ran_here(), "an evicted entry was replayed: {out:?}");
+}
