@@ -32,10 +32,13 @@ impl Completed {
 
 type Id = (String, String);
 
+/// Entries with their local expiry, and insertion order for eviction.
+type Entries = (HashMap<Id, (Completed, Instant)>, VecDeque<Id>);
+
 pub(crate) struct ResultCache {
     capacity: usize,
     max_age: Duration,
-    entries: Mutex<(HashMap<Id, (Completed, Instant)>, VecDeque<Id>)>,
+    entries: Mutex<Entries>,
 }
 
 impl ResultCache {
