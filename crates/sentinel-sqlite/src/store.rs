@@ -74,7 +74,9 @@ impl SqliteStoreBuilder {
         }
         let memory = self.path == ":memory:";
         if !memory {
-            let parent = Path::new(&self.path).parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = Path::new(&self.path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
             if let Some(dir) = parent {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     Error::InvalidInput(format!(
@@ -111,7 +113,8 @@ impl SqliteStoreBuilder {
                     };
                     loop {
                         let job = {
-                            let guard = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let guard =
+                                rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             guard.recv()
                         };
                         match job {
@@ -188,7 +191,11 @@ impl SqliteStoreBuilder {
                 )));
             }
         }
-        let sync = if self.synchronous_full { "FULL" } else { "NORMAL" };
+        let sync = if self.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(|e| fail("set synchronous", e))?;
         Ok(conn)
@@ -351,8 +358,7 @@ fn next_token(tx: &Transaction<'_>) -> rusqlite::Result<FencingToken> {
             "UPDATE counters SET value = value + 1 WHERE name = 'fencing_token' RETURNING value",
         )?
         .query_row([], |r| r.get(0))?;
-    FencingToken::from_i64(value)
-        .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(0, value))
+    FencingToken::from_i64(value).ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(0, value))
 }
 
 /// Runs `f` in a `BEGIN IMMEDIATE` transaction with the SQLite clock, retrying a bounded number
@@ -432,7 +438,10 @@ impl SqliteStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job);
         if sent.is_err() {
-            return Err(StoreError::new(StoreErrorKind::Unavailable, "SQLite threads stopped"));
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "SQLite threads stopped",
+            ));
         }
         rx.await
             .map_err(|_| StoreError::new(StoreErrorKind::Other, "a SQLite thread panicked"))?
@@ -612,7 +621,12 @@ impl Store for SqliteStore {
         Ok(write_result)
     }
 
-    async fn release(&self, namespace: &str, key: &str, token: FencingToken) -> Result<Write, StoreError> {
+    async fn release(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: FencingToken,
+    ) -> Result<Write, StoreError> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
         let result = self
             .with("release", move |conn| {
@@ -631,7 +645,17 @@ impl Store for SqliteStore {
                     let Some(o) = deleted else {
                         return Ok(Write::Fenced);
                     };
-                    log(tx, &ns, &k, EventKind::Released, token, o.as_ref(), None, None, now)?;
+                    log(
+                        tx,
+                        &ns,
+                        &k,
+                        EventKind::Released,
+                        token,
+                        o.as_ref(),
+                        None,
+                        None,
+                        now,
+                    )?;
                     Ok(Write::Applied(None))
                 })
             })
@@ -660,7 +684,10 @@ impl Store for SqliteStore {
                                AND state = 'running'
                              RETURNING {COLS}"
                         ))?
-                        .query_row(params![ns, k, token_param(token)?, reason.as_str(), now], row)
+                        .query_row(
+                            params![ns, k, token_param(token)?, reason.as_str(), now],
+                            row,
+                        )
                         .optional()?;
                     let Some(updated) = updated else {
                         return Ok(Write::Fenced);
@@ -713,7 +740,14 @@ impl Store for SqliteStore {
             ))?;
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let rows = stmt.query_map(
-                params![q.namespace, after_ns, after_key, q.state.map(State::as_str), now, limit],
+                params![
+                    q.namespace,
+                    after_ns,
+                    after_key,
+                    q.state.map(State::as_str),
+                    now,
+                    limit
+                ],
                 row,
             )?;
             rows.map(|r| r.map(|r| r.into_record(time(now)))).collect()
@@ -721,7 +755,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn history(&self, namespace: &str, key: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn history(
+        &self,
+        namespace: &str,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
         self.with("history", move |conn| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -753,7 +792,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn reconcile(&self, a: &OperatorAction, force: bool) -> Result<OperatorResponse, StoreError> {
+    async fn reconcile(
+        &self,
+        a: &OperatorAction,
+        force: bool,
+    ) -> Result<OperatorResponse, StoreError> {
         let a = a.clone();
         self.with("reconcile", move |conn| {
             write(conn, |tx, now| {
@@ -791,7 +834,9 @@ impl Store for SqliteStore {
                     a.reason.as_deref(),
                     now,
                 )?;
-                Ok(OperatorResponse::Applied(Some(updated.into_record(time(now)))))
+                Ok(OperatorResponse::Applied(Some(
+                    updated.into_record(time(now)),
+                )))
             })
         })
         .await
@@ -918,11 +963,15 @@ impl Store for SqliteStore {
                                     OR (?2 IS NOT NULL AND completed_at <= ?1 - ?2))
                              LIMIT 1000",
                         )?
-                        .query_map(params![now, older], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .query_map(params![now, older], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?
                         .collect::<rusqlite::Result<_>>()?;
                     for (ns, k, token) in &doomed {
-                        tx.prepare_cached("DELETE FROM executions WHERE namespace = ?1 AND key = ?2")?
-                            .execute(params![ns, k])?;
+                        tx.prepare_cached(
+                            "DELETE FROM executions WHERE namespace = ?1 AND key = ?2",
+                        )?
+                        .execute(params![ns, k])?;
                         tx.prepare_cached("DELETE FROM events WHERE namespace = ?1 AND key = ?2")?
                             .execute(params![ns, k])?;
                         let token = FencingToken::from_i64(*token).unwrap_or(FencingToken::new(0));
@@ -939,7 +988,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn wait_for_change(&self, namespace: &str, key: &str, timeout: Duration) -> Result<(), StoreError> {
+    async fn wait_for_change(
+        &self,
+        namespace: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         let id = (namespace.to_owned(), key.to_owned());
         let notify = self
             .inner

@@ -37,6 +37,7 @@
 //! | URL | store | feature |
 //! | --- | --- | --- |
 //! | `postgres://…`, `postgresql://…` | [`PgStore`] | `postgres` (default) |
+//! | `sqlite:///abs/path.db`, `sqlite://rel.db`, `sqlite::memory:` | [`SqliteStore`] | `sqlite` (default) |
 //! | `memory:` | [`MemoryStore`] (one process, nothing persists) | always |
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -46,6 +47,9 @@ use std::sync::Arc;
 pub use sentinel_core::*;
 #[cfg(feature = "postgres")]
 pub use sentinel_postgres::{PgStore, PgStoreBuilder};
+
+#[cfg(feature = "sqlite")]
+pub use sentinel_sqlite::{SqliteStore, SqliteStoreBuilder};
 
 /// The PostgreSQL store crate.
 #[cfg(feature = "postgres")]
@@ -61,9 +65,19 @@ pub async fn store(url: &str) -> Result<Arc<dyn Store>, Error> {
         "postgres" | "postgresql" => Err(Error::InvalidInput(
             "this build has no PostgreSQL support (enable the `postgres` feature)".into(),
         )),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(
+            SqliteStore::builder(SqliteStore::path_from_url(url)?)
+                .open()
+                .await?,
+        )),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(Error::InvalidInput(
+            "this build has no SQLite support (enable the `sqlite` feature)".into(),
+        )),
         "memory" => Ok(Arc::new(MemoryStore::new())),
         _ => Err(Error::InvalidInput(format!(
-            "unknown database URL scheme in `{}`: expected postgres://, postgresql:// or memory:",
+            "unknown database URL scheme in `{}`: expected postgres://, postgresql://, sqlite:// or memory:",
             redact(url)
         ))),
     }

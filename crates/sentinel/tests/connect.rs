@@ -60,3 +60,32 @@ fn blocking_connect_works_without_a_runtime() {
         }
     ));
 }
+
+#[tokio::test]
+async fn sqlite_url_opens_a_file() {
+    let dir = std::env::temp_dir().join(format!("sentinel-facade-{}", std::process::id()));
+    let url = format!("sqlite://{}/x.db", dir.display());
+    let s = sentinel::connect(&url).await.unwrap();
+    let out = s
+        .once("k")
+        .run(|_| async { Ok::<u8, String>(1) })
+        .await
+        .unwrap();
+    assert!(out.ran_here());
+    drop(s);
+    let s = sentinel::connect(&url).await.unwrap();
+    let out = s
+        .once("k")
+        .run(|_| async { Ok::<u8, String>(2) })
+        .await
+        .unwrap();
+    assert!(matches!(
+        out,
+        Outcome::Completed {
+            value: 1,
+            replayed: true,
+            ..
+        }
+    ));
+    std::fs::remove_dir_all(&dir).ok();
+}

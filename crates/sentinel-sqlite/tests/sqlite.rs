@@ -1,0 +1,351 @@
+//! SQLite-specific behaviour: several OS processes on one file, a killed process, replays
+//! without the write lock, and bad files.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sentinel_core::{Error, Outcome, Sentinel, State, StoreErrorKind, UncertainReason};
+use sentinel_sqlite::SqliteStore;
+
+type Out = Outcome<u64, String>;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sentinel-sqlite-{name}-{}-{}",
+        std::process::id(),
+        sentinel_core::Owner::current().attempt
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Spawns this test binary as a child running `test` with `env` set; returns the child with
+/// piped stdin/stdout.
+fn spawn_self(test: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads a child's stdout until a line ends with `marker` (libtest may print the test name
+/// first on the same line).
+fn wait_for(out: &mut impl BufRead, marker: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before `{marker}`:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.trim_end().ends_with(marker) {
+            return seen;
+        }
+    }
+}
+
+const TASKS: usize = 16;
+const KEYS: usize = 50;
+
+/// 8 OS processes × 16 tasks race on 50 keys of one file: one execution per key (counted in an
+/// append-only file), contention really happened, and no "database is locked" reached a caller.
+/// Run with `SENTINEL_SQLITE_RACE_DB` set, this test is one of the racing processes.
+#[test]
+fn processes_race_on_one_file() {
+    if let Ok(db) = std::env::var("SENTINEL_SQLITE_RACE_DB") {
+        return race_worker(&db, &std::env::var("SENTINEL_SQLITE_RACE_LOG").unwrap());
+    }
+    let dir = temp_dir("race");
+    let (db, log) = (dir.join("race.db"), dir.join("executions.log"));
+    let (db_s, log_s) = (db.to_str().unwrap(), log.to_str().unwrap());
+    // The processes open (and create) the file at the same time.
+    let mut children: Vec<_> = (0..8)
+        .map(|_| {
+            spawn_self(
+                "processes_race_on_one_file",
+                &[
+                    ("SENTINEL_SQLITE_RACE_DB", db_s),
+                    ("SENTINEL_SQLITE_RACE_LOG", log_s),
+                ],
+            )
+        })
+        .collect();
+    let mut outs: Vec<_> = children
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().unwrap()))
+        .collect();
+    for out in &mut outs {
+        wait_for(out, "race-worker-ready");
+    }
+    for c in &mut children {
+        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut busy = 0usize;
+    for (mut c, mut out) in children.into_iter().zip(outs) {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(c.wait().unwrap().success(), "a worker failed:\n{rest}");
+        busy += rest
+            .lines()
+            .find_map(|l| l.split_once("busy=").map(|(_, n)| n))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .expect("worker printed no busy count");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for line in text.lines() {
+        *counts.entry(line).or_default() += 1;
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(counts.len(), KEYS, "every key ran");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "a key ran twice: {counts:?}"
+    );
+    assert!(busy > 0, "no contention happened: the test proved nothing");
+}
+
+fn race_worker(db: &str, log: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let log = Arc::new(log.to_owned());
+    rt.block_on(async move {
+        let s = Sentinel::builder(SqliteStore::open(db).await.unwrap())
+            .build()
+            .unwrap();
+        println!("race-worker-ready");
+        std::io::stdout().flush().unwrap();
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let (s, log) = (s.clone(), log.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut busy = 0;
+                for i in 0..KEYS {
+                    let key = format!("key-{}", (i * 7 + t) % KEYS);
+                    let (k, log) = (key.clone(), log.clone());
+                    // Any error, "database is locked" included, fails the worker.
+                    let out: Out = s
+                        .once(&key)
+                        .run(|_| async move {
+                            let mut f = std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(&*log)
+                                .unwrap();
+                            f.write_all(format!("{k}\n").as_bytes()).unwrap();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok(1)
+                        })
+                        .await
+                        .unwrap();
+                    match out {
+                        Outcome::Running { .. } => busy += 1,
+                        Outcome::Completed { .. } => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                busy
+            }));
+        }
+        let mut busy = 0;
+        for t in tasks {
+            busy += t.await.unwrap();
+        }
+        println!("busy={busy}");
+        std::io::stdout().flush().unwrap();
+    });
+}
+
+/// A process killed with SIGKILL mid-execution leaves its key running until the ttl passes, then
+/// uncertain for everyone else; nothing runs it again. Run with `SENTINEL_SQLITE_VICTIM_DB` set,
+/// this test is the victim.
+#[test]
+fn process_killed_mid_execution_leaves_key_uncertain() {
+    if let Ok(db) = std::env::var("SENTINEL_SQLITE_VICTIM_DB") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let s = Sentinel::builder(SqliteStore::open(&db).await.unwrap())
+                .build()
+                .unwrap();
+            let _: Out = s
+                .once("victim")
+                .ttl(Duration::from_millis(500))
+                .run(|_| async {
+                    println!("victim-started");
+                    std::io::stdout().flush().unwrap();
+                    std::future::pending::<()>().await;
+                    Ok(1)
+                })
+                .await
+                .unwrap();
+        });
+        return;
+    }
+    let dir = temp_dir("victim");
+    let db = dir.join("victim.db");
+    let mut child = spawn_self(
+        "process_killed_mid_execution_leaves_key_uncertain",
+        &[("SENTINEL_SQLITE_VICTIM_DB", db.to_str().unwrap())],
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for(&mut out, "victim-started");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = Sentinel::builder(SqliteStore::open(&db).await.unwrap())
+            .build()
+            .unwrap();
+        let out: Out = s.once("victim").run(|_| async { Ok(2) }).await.unwrap();
+        assert!(matches!(out, Outcome::Running { .. }), "{out:?}");
+        let record = s
+            .wait("default", "victim", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, State::Uncertain);
+        let out: Out = s
+            .once("victim")
+            .run(|_| async { panic!("an uncertain key must not run") })
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                out,
+                Outcome::Uncertain {
+                    reason: UncertainReason::OwnerDied,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A replay reads without the write lock: it answers while another connection holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_takes_no_write_lock() {
+    let dir = temp_dir("lock");
+    let db = dir.join("lock.db");
+    let s = Sentinel::builder(SqliteStore::open(&db).await.unwrap())
+        .build()
+        .unwrap();
+    let _: Out = s.once("k").run(|_| async { Ok(1) }).await.unwrap();
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let out: Out = s.once("k").run(|_| async { Ok(2) }).await.unwrap();
+    assert!(matches!(
+        out,
+        Outcome::Completed {
+            value: 1,
+            replayed: true,
+            ..
+        }
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Bad files get clear errors, never a panic or a corrupted file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_get_clear_errors() {
+    let dir = temp_dir("bad");
+
+    // A missing directory is created.
+    let nested = dir.join("a/b/c/sentinel.db");
+    SqliteStore::open(&nested).await.unwrap();
+    assert!(nested.exists());
+
+    // A file that is not a SQLite database is refused and left alone.
+    let junk = dir.join("junk.db");
+    let text = "this is not a database, it is a shopping list\n".repeat(100);
+    std::fs::write(&junk, &text).unwrap();
+    match SqliteStore::open(&junk).await {
+        Err(e) => assert!(e.to_string().contains("not a SQLite database"), "{e}"),
+        Ok(_) => panic!("a text file was accepted as a database"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(&junk).unwrap(),
+        text,
+        "the file was changed"
+    );
+
+    // A database from a newer schema version is refused.
+    let newer = dir.join("newer.db");
+    SqliteStore::open(&newer).await.unwrap();
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    match SqliteStore::open(&newer).await {
+        Err(Error::Store(e)) => {
+            assert_eq!(e.kind(), StoreErrorKind::Schema);
+            assert!(e.to_string().contains("newer"), "{e}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A directory where the file should be.
+    match SqliteStore::open(&dir).await {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("directory"), "{m}"),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A database opened read-only (URI mode=ro): writes fail with a clear error.
+    let ro = dir.join("ro.db");
+    SqliteStore::open(&ro).await.unwrap();
+    let uri = format!("file:{}?mode=ro", ro.display());
+    match SqliteStore::builder(uri).open().await {
+        Err(e) => assert!(e.to_string().contains("read-only"), "{e}"),
+        Ok(store) => {
+            let s = Sentinel::builder(store).build().unwrap();
+            let r = s.once("k").run(|_| async { Ok::<u8, String>(1) }).await;
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("read-only"), "{e}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sqlite_urls_parse() {
+    assert_eq!(
+        SqliteStore::path_from_url("sqlite:///abs/x.db").unwrap(),
+        "/abs/x.db"
+    );
+    assert_eq!(
+        SqliteStore::path_from_url("sqlite://rel.db").unwrap(),
+        "rel.db"
+    );
+    assert_eq!(
+        SqliteStore::path_from_url("sqlite::memory:").unwrap(),
+        ":memory:"
+    );
+    assert!(matches!(
+        SqliteStore::path_from_url("sqlite://"),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        SqliteStore::path_from_url("postgres://x"),
+        Err(Error::InvalidInput(_))
+    ));
+}
