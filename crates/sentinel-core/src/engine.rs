@@ -800,7 +800,10 @@ impl Sentinel {
                     .not_recorded(plan, token, reason, detail, Ok::<T, E>(value))
                     .await),
             },
-            Err(error) => match plan.policy {
+            // Once the lease is lost, an error says nothing reliable about what happened (the
+            // function may have been stopped half-way): only an operator can decide, so neither
+            // release nor record applies. A success is still stored: the work did finish.
+            Err(error) => match policy_after(plan.policy, &execution.ctx) {
                 FailurePolicy::Uncertain => {
                     self.mark_uncertain(plan, token, UncertainReason::Failed)
                         .await;
@@ -991,12 +994,24 @@ impl Sentinel {
         let write = self.inner.store.release(&plan.namespace, &plan.key, token);
         match timed("release", write).await {
             Ok(Write::Applied(_)) => Disposition::Released,
-            Ok(Write::Fenced) => Disposition::Uncertain,
+            Ok(Write::Fenced) => {
+                // Another owner took over, or our lease expired meanwhile: an expired lease is
+                // uncertain, not released. Record why, if the row is still ours.
+                self.mark_uncertain(plan, token, UncertainReason::Failed)
+                    .await;
+                Disposition::Uncertain
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "release not confirmed; re-reading the row");
                 match self.reread(plan).await {
                     Ok(None) => Disposition::Released,
-                    Ok(Some(r)) if r.fencing_token > token => Disposition::Released,
+                    // Claimed again by someone else after our release committed.
+                    Ok(Some(r))
+                        if r.fencing_token > token
+                            && matches!(r.state, State::Running | State::Completed) =>
+                    {
+                        Disposition::Released
+                    }
                     _ => {
                         self.mark_uncertain(plan, token, UncertainReason::Failed)
                             .await;
@@ -1005,6 +1020,14 @@ impl Sentinel {
                 }
             }
         }
+    }
+}
+
+fn policy_after(policy: FailurePolicy, ctx: &ExecutionContext) -> FailurePolicy {
+    if ctx.is_lease_lost() {
+        FailurePolicy::Uncertain
+    } else {
+        policy
     }
 }
 

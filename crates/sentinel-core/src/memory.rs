@@ -213,7 +213,13 @@ impl Store for MemoryStore {
         let id = id(namespace, key);
         {
             let mut data = self.data();
-            if !data.rows.get(&id).is_some_and(|r| r.running_with(token)) {
+            // Only a live lease may be released: an expired one is (derived) uncertain.
+            let alive = |r: &Row| r.lease_expires_at.is_some_and(|l| l > now);
+            if !data
+                .rows
+                .get(&id)
+                .is_some_and(|r| r.running_with(token) && alive(r))
+            {
                 return Ok(Write::Fenced);
             }
             let row = data.rows.remove(&id);

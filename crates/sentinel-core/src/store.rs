@@ -254,7 +254,8 @@ pub trait Store: Send + Sync + 'static {
     /// Appends `completed` or `failed`.
     async fn complete(&self, completion: &Completion) -> Result<Write, StoreError>;
 
-    /// Removes a running execution whose token matches (policy `release`). Appends `released`.
+    /// Removes a running execution whose token matches and whose lease is still alive (policy
+    /// `release`; an expired lease is uncertain and stays). Appends `released`.
     async fn release(
         &self,
         namespace: &str,

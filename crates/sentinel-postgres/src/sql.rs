@@ -104,6 +104,7 @@ impl Sql {
                 "WITH del AS (
                     DELETE FROM {s}.executions
                     WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'running'
+                      AND lease_expires_at > now()
                     RETURNING namespace, key, fencing_token, owner_host, owner_pid, owner_attempt,
                         waiters
                 ), ev AS (

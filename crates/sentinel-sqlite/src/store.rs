@@ -635,10 +635,10 @@ impl Store for SqliteStore {
                         .prepare_cached(
                             "DELETE FROM executions
                              WHERE namespace = ?1 AND key = ?2 AND fencing_token = ?3
-                               AND state = 'running'
+                               AND state = 'running' AND lease_expires_at > ?4
                              RETURNING owner_host, owner_pid, owner_attempt",
                         )?
-                        .query_row(params![ns, k, token_param(token)?], |r| {
+                        .query_row(params![ns, k, token_param(token)?, now], |r| {
                             Ok(owner(r.get(0)?, r.get(1)?, r.get(2)?))
                         })
                         .optional()?;

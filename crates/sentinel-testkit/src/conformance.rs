@@ -538,6 +538,44 @@ pub async fn timing_local_lease_loss_when_the_store_hangs(store: Arc<dyn Store>)
     );
 }
 
+/// After the lease is lost, a failure is no decision: policies `release` and `record` do not
+/// apply and the key turns uncertain (the function may have been stopped half-way).
+pub async fn timing_failure_after_lease_loss_is_uncertain(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    for (key, policy) in [
+        ("release", FailurePolicy::Release),
+        ("record", FailurePolicy::Record),
+    ] {
+        let out: Out = s
+            .once(key)
+            .ttl(Duration::from_millis(300))
+            .hard_ttl(Duration::from_millis(400))
+            .on_failure(policy)
+            .run(|ctx| async move {
+                ctx.lease_lost().await;
+                Err("stopped when the ceiling passed".to_string())
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                out,
+                Outcome::Failed {
+                    disposition: Disposition::Uncertain,
+                    ..
+                }
+            ),
+            "{key}: {out:?}"
+        );
+        let record = s.inspect("default", key).await.unwrap().unwrap();
+        assert_eq!(record.state, State::Uncertain, "{key}");
+        assert!(
+            record.result.is_none(),
+            "{key}: a failure after lease loss was recorded"
+        );
+    }
+}
+
 /// A worker whose lease expired, whose key was reconciled and run again, cannot complete it.
 pub async fn timing_late_completion_is_fenced(store: Arc<dyn Store>) {
     let (fault, s) = faulty(store);
@@ -1317,6 +1355,7 @@ macro_rules! conformance_tests {
             timing_local_lease_loss_without_store_answer,
             timing_local_lease_loss_when_the_store_hangs,
             timing_late_completion_is_fenced,
+            timing_failure_after_lease_loss_is_uncertain,
             timing_expired_lease_can_be_reconciled,
             reconcile_and_resolve_follow_the_state_table,
             reset_runs_again_with_larger_token,
