@@ -98,8 +98,9 @@ impl InFlight {
 
 /// Runs until `stop` fires. One tick in flight at a time.
 pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: Arc<Notify>) {
+    let mut backoff = Backoff::default();
     loop {
-        let next = tick(&*store, &in_flight).await;
+        let next = tick(&*store, &in_flight, &mut backoff).await;
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -114,8 +115,22 @@ pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: A
     }
 }
 
+/// Delay before retrying after failed heartbeats: 50 ms, doubling, at most 2 s.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let d = Duration::from_millis(50) * 2u32.saturating_pow(self.failures.min(6));
+        self.failures = self.failures.saturating_add(1);
+        d.min(Duration::from_secs(2))
+    }
+}
+
 /// Fires local losses, renews what is due, and returns when to wake next.
-async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
+async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) -> Option<Instant> {
     let now = Instant::now();
     let (batch, bound) = {
         let mut entries = in_flight.lock();
@@ -173,6 +188,7 @@ async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
         let mut entries = in_flight.lock();
         match result {
             Ok(renewed) => {
+                backoff.failures = 0;
                 for ((id, _), lease) in batch.iter().zip(renewed) {
                     let Some(e) = entries.get_mut(id) else {
                         continue; // finished meanwhile: its completion is not our business
@@ -188,10 +204,11 @@ async fn tick(store: &dyn Store, in_flight: &InFlight) -> Option<Instant> {
             }
             Err(err) => {
                 tracing::warn!(error = %err, executions = batch.len(), "heartbeat failed");
-                // Retry soon; the local deadline fires if renewals keep failing.
-                let retry = Instant::now() + Duration::from_millis(100);
-                drop(entries);
-                return Some(retry.min(next_wake(in_flight).unwrap_or(retry)));
+                // Retry after a growing pause (the failed entries are overdue, so their due
+                // time must not count), but wake for the first local deadline meanwhile.
+                let retry = Instant::now() + backoff.next();
+                let deadline = entries.values().map(Entry::local_deadline).min();
+                return Some(deadline.map_or(retry, |d| d.min(retry)));
             }
         }
     }

@@ -72,13 +72,15 @@ impl Sql {
             ),
             heartbeat: format!(
                 "UPDATE {s}.executions e
-                 SET lease_expires_at = LEAST(now() + t.ttl_ms * interval '1 millisecond',
+                 SET lease_expires_at = LEAST(clock_timestamp() + t.ttl_ms * interval '1 millisecond',
                                               e.hard_expires_at),
                      updated_at = now()
                  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
                       AS t(namespace, key, token, ttl_ms)
                  WHERE e.namespace = t.namespace AND e.key = t.key AND e.fencing_token = t.token
-                   AND e.state = 'running' AND e.lease_expires_at > now()
+                   -- clock_timestamp(), not now(): after a lock wait, a lease that expired
+                   -- meanwhile must not be renewed.
+                   AND e.state = 'running' AND e.lease_expires_at > clock_timestamp()
                  RETURNING e.namespace, e.key, e.fencing_token, e.lease_expires_at"
             ),
             complete: format!(

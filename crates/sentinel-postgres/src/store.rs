@@ -47,6 +47,24 @@ fn default_rustls() -> Result<rustls::ClientConfig, Error> {
     .with_no_client_auth())
 }
 
+/// Asks the server to cancel a statement whose reply we stopped waiting for, so that it cannot
+/// commit long after we reported it lost. Best effort, in the background.
+fn cancel_in_background(token: tokio_postgres::CancelToken, tls: Tls) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let r = match tls {
+            Tls::None => token.cancel_query(NoTls).await,
+            #[cfg(feature = "rustls")]
+            Tls::Rustls(t) => token.cancel_query(t).await,
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not cancel a timed-out statement");
+        }
+    });
+}
+
 /// Opens Sentinel's own connections (heartbeat, LISTEN), with `synchronous_commit = on`.
 #[derive(Clone)]
 pub(crate) struct PgConnector {
@@ -365,6 +383,21 @@ enum ReservedClient {
     Pooled(Object),
 }
 
+/// The heartbeat connection while its statement runs; cancels the statement when dropped
+/// before it answered.
+struct BusyHeartbeat {
+    reserved: Option<Reserved>,
+    cancel: Option<(tokio_postgres::CancelToken, Tls)>,
+}
+
+impl Drop for BusyHeartbeat {
+    fn drop(&mut self) {
+        if let Some((token, tls)) = self.cancel.take() {
+            cancel_in_background(token, tls);
+        }
+    }
+}
+
 impl std::ops::Deref for ReservedClient {
     type Target = Client;
 
@@ -433,25 +466,43 @@ impl PgStore {
         self.inner.pool.get().await.map_err(error::pool)
     }
 
+    fn tls(&self) -> Tls {
+        self.inner
+            .connector
+            .as_ref()
+            .map_or(Tls::None, |c| c.tls.clone())
+    }
+
+    /// One statement on a pooled connection, all of it (connection, preparation, execution)
+    /// within the statement timeout. A statement that times out is cancelled on the server and
+    /// its connection leaves the pool.
     async fn query(
         &self,
         what: &str,
         sql: &str,
         params: Params<'_>,
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
+        let deadline = tokio::time::Instant::now() + self.inner.statement_timeout;
+        let unavailable = || {
+            StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("{what}: no database connection within the statement timeout"),
+            )
+        };
+        let client = tokio::time::timeout_at(deadline, self.client())
             .await
+            .map_err(|_| unavailable())??;
+        let statement = tokio::time::timeout_at(deadline, client.prepare_cached(sql))
+            .await
+            .map_err(|_| unavailable())?
             .map_err(|e| map(Phase::Connect, what, e))?;
-        match tokio::time::timeout(
-            self.inner.statement_timeout,
-            client.query(&statement, params),
-        )
-        .await
-        {
+        match tokio::time::timeout_at(deadline, client.query(&statement, params)).await {
             Ok(r) => r.map_err(|e| map(Phase::Execute, what, e)),
-            Err(_) => Err(error::timeout(what)),
+            Err(_) => {
+                cancel_in_background(client.cancel_token(), self.tls());
+                drop(Object::take(client));
+                Err(error::timeout(what))
+            }
         }
     }
 
@@ -604,24 +655,45 @@ impl Store for PgStore {
             .collect::<Result<Vec<i64>, _>>()?;
         let ttls: Vec<i64> = renewals.iter().map(|r| ms(r.ttl)).collect();
         let mut guard = self.reserved().await?;
-        let Some(reserved) = guard.as_ref() else {
+        // The connection leaves the slot while its statement runs: if this future is dropped
+        // (the engine gives up at its local deadline) the connection is closed and the statement
+        // cancelled, instead of later ticks queueing behind it.
+        let Some(reserved) = guard.take() else {
             return Err(StoreError::new(
                 StoreErrorKind::Unavailable,
                 "no heartbeat connection",
             ));
         };
+        let mut busy = BusyHeartbeat {
+            cancel: Some((reserved.client.cancel_token(), self.tls())),
+            reserved: Some(reserved),
+        };
         let params: [&(dyn ToSql + Sync); 4] = [&namespaces, &keys, &tokens, &ttls];
-        let query = reserved.client.query(&reserved.statement, &params);
-        let rows = match tokio::time::timeout(self.inner.statement_timeout, query).await {
-            Ok(Ok(rows)) => rows,
+        let outcome = {
+            let r = busy.reserved.as_ref().map(|r| (&r.client, &r.statement));
+            let Some((client, statement)) = r else {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "no heartbeat connection",
+                ));
+            };
+            tokio::time::timeout(
+                self.inner.statement_timeout,
+                client.query(statement, &params),
+            )
+            .await
+        };
+        let rows = match outcome {
+            Ok(Ok(rows)) => {
+                busy.cancel = None;
+                *guard = busy.reserved.take();
+                rows
+            }
             Ok(Err(e)) => {
-                *guard = None;
+                busy.cancel = None;
                 return Err(map(Phase::Execute, "heartbeat", e));
             }
-            Err(_) => {
-                *guard = None;
-                return Err(error::timeout("heartbeat"));
-            }
+            Err(_) => return Err(error::timeout("heartbeat")),
         };
         let mut renewed: HashMap<(String, String, i64), SystemTime> = HashMap::new();
         for row in rows {

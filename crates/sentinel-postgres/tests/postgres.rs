@@ -684,3 +684,58 @@ async fn reconciling_records_list_and_count() {
     let stats = s.store().stats().await.unwrap();
     assert_eq!(stats.uncertain, 1);
 }
+
+/// A heartbeat statement stuck on a row lock is given up at the local deadline, cancelled on the
+/// server, and does not hold back the renewals of other executions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timing_stuck_heartbeat_does_not_block_later_renewals() {
+    let store = store_with(4).await;
+    let schema = store.schema().to_owned();
+    let s = Sentinel::builder(store).build().unwrap();
+    let ttl = Duration::from_millis(600);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+    let s2 = s.clone();
+    let stuck = tokio::spawn(async move {
+        s2.once("a")
+            .ttl(ttl)
+            .run(|ctx| async move {
+                let _ = started_tx.send(());
+                let _ = lost_tx.send(ctx.lease_lost().await);
+                Ok::<u8, String>(1)
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    let mut raw = raw_client().await;
+    let tx = raw.transaction().await.unwrap();
+    tx.execute(
+        &format!("SELECT 1 FROM {schema}.executions WHERE key = 'a' FOR UPDATE"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(10), lost_rx)
+        .await
+        .expect("the stuck heartbeat held back the lease-lost signal")
+        .unwrap();
+    assert_eq!(why, sentinel_core::LeaseLost::RenewalsFailing);
+    // The row is still locked; another execution must keep its lease all the same.
+    let out = s
+        .once("b")
+        .ttl(ttl)
+        .run(|ctx| async move {
+            tokio::time::sleep(ttl * 3).await;
+            Ok::<bool, String>(ctx.is_lease_lost())
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, Outcome::Completed { value: false, .. }),
+        "{out:?}"
+    );
+    tx.rollback().await.unwrap();
+    // A finished after losing its lease; its completion (after the lock) is still accepted.
+    let out = stuck.await.unwrap().unwrap();
+    assert!(out.ran_here(), "{out:?}");
+}

@@ -508,6 +508,12 @@ pub async fn timing_local_lease_loss_without_store_answer(store: Arc<dyn Store>)
         still_running,
         "the local signal must fire before the store's lease expires"
     );
+    // Failed renewals are retried with a growing pause, not in a tight loop.
+    let calls = fault.heartbeat_calls();
+    assert!(
+        (1..=10).contains(&calls),
+        "{calls} heartbeat attempts in one ttl"
+    );
 }
 
 /// A heartbeat statement that never answers (a half-open connection) does not hold back the

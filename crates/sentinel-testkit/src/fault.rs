@@ -35,6 +35,7 @@ pub struct Faults {
 pub struct FaultStore {
     inner: Arc<dyn Store>,
     faults: Arc<Mutex<Faults>>,
+    heartbeat_calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lost() -> StoreError {
@@ -63,7 +64,14 @@ impl FaultStore {
         Self {
             inner,
             faults: Arc::default(),
+            heartbeat_calls: Arc::default(),
         }
+    }
+
+    /// How many heartbeat calls reached this decorator (failed ones included).
+    pub fn heartbeat_calls(&self) -> u64 {
+        self.heartbeat_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changes the armed faults.
@@ -87,6 +95,8 @@ impl Store for FaultStore {
     }
 
     async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
+        self.heartbeat_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.with(|f| f.heartbeat_unavailable) {
             return Err(unavailable());
         }
