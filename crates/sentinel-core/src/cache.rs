@@ -32,8 +32,14 @@ impl Completed {
 
 type Id = (String, String);
 
-/// Entries with their local expiry, and insertion order for eviction.
-type Entries = (HashMap<Id, (Completed, Instant)>, VecDeque<Id>);
+/// Entries with their local expiry and generation, and insertion order (id, generation) for
+/// eviction: a stale order slot never evicts a newer entry of the same id.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Id, (Completed, Instant, u64)>,
+    order: VecDeque<(Id, u64)>,
+    generation: u64,
+}
 
 pub(crate) struct ResultCache {
     capacity: usize,
@@ -63,10 +69,10 @@ impl ResultCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = (namespace.to_owned(), key.to_owned());
-        match guard.0.get(&id) {
-            Some((c, expires)) if Instant::now() < *expires => Some(c.clone()),
+        match guard.map.get(&id) {
+            Some((c, expires, _)) if Instant::now() < *expires => Some(c.clone()),
             Some(_) => {
-                guard.0.remove(&id);
+                guard.map.remove(&id);
                 None
             }
             None => None,
@@ -92,25 +98,42 @@ impl ResultCache {
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (map, order) = &mut *guard;
+        let e = &mut *guard;
+        e.generation += 1;
         let id = (namespace.to_owned(), key.to_owned());
-        if map
-            .insert(id.clone(), (completed, Instant::now() + age))
-            .is_none()
-        {
-            order.push_back(id);
-        }
-        while map.len() > self.capacity {
-            match order.pop_front() {
-                Some(old) => {
-                    map.remove(&old);
-                }
-                None => break,
+        e.map
+            .insert(id.clone(), (completed, Instant::now() + age, e.generation));
+        e.order.push_back((id, e.generation));
+        while e.map.len() > self.capacity || e.order.len() > 2 * self.capacity.max(1) {
+            let Some((old, generation)) = e.order.pop_front() else {
+                break;
+            };
+            if e.map.get(&old).is_some_and(|(_, _, g)| *g == generation) {
+                e.map.remove(&old);
             }
         }
-        // Keep the order queue from growing with ids already evicted by expiry.
-        if order.len() > 2 * self.capacity {
-            order.retain(|id| map.contains_key(id));
+    }
+
+    /// Forgets one key (an operator changed its record through this instance).
+    pub(crate) fn remove(&self, namespace: &str, key: &str) {
+        if self.enabled() {
+            let mut guard = self
+                .entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.map.remove(&(namespace.to_owned(), key.to_owned()));
+        }
+    }
+
+    /// Forgets everything (records were pruned through this instance).
+    pub(crate) fn clear(&self) {
+        if self.enabled() {
+            let mut guard = self
+                .entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.map.clear();
+            guard.order.clear();
         }
     }
 }

@@ -33,8 +33,20 @@ use crate::{
 pub const MIN_TTL: Duration = Duration::from_millis(100);
 /// Longest accepted lease.
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Longest accepted hard ceiling.
+/// Longest accepted hard ceiling, and the longest wait, shutdown timeout or cache age.
 pub const MAX_HARD_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Longest accepted retention (and `older_than` for prune): 100 years.
+pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// Rejects durations that cannot be added to a clock reading.
+fn at_most(what: &str, d: Duration, max: Duration) -> Result<(), Error> {
+    if d > max {
+        return Err(Error::invalid(format!(
+            "{what} {d:?} is longer than the limit {max:?}"
+        )));
+    }
+    Ok(())
+}
 
 const CLAIM_ATTEMPTS: u32 = 5;
 const WRITE_ATTEMPTS: u32 = 3;
@@ -168,6 +180,15 @@ impl SentinelBuilder {
         let c = &self.config;
         crate::validate_namespace(&c.namespace)?;
         validate_durations(c.ttl, c.hard_ttl.unwrap_or_else(|| default_hard_ttl(c.ttl)))?;
+        at_most("shutdown_timeout", c.shutdown_timeout, MAX_HARD_TTL)?;
+        at_most("cache_max_age", c.cache_max_age, MAX_HARD_TTL)?;
+        at_most("stats_interval", c.stats_interval, MAX_HARD_TTL)?;
+        if let Some(r) = c.retention {
+            at_most("retention", r, MAX_RETENTION)?;
+        }
+        if c.stats_interval.is_zero() {
+            return Err(Error::invalid("stats_interval must be positive"));
+        }
         if c.max_result_bytes == 0 {
             return Err(Error::invalid("max_result_bytes must be positive"));
         }
@@ -450,6 +471,7 @@ impl Sentinel {
             self.inner.store.resolve(action, resolution, expected_token),
         )
         .await?;
+        self.inner.cache.remove(&action.namespace, &action.key);
         applied(
             action,
             response,
@@ -462,6 +484,7 @@ impl Sentinel {
     pub async fn forget(&self, action: &OperatorAction) -> Result<(), Error> {
         validate_action(action)?;
         let response = timed("forget", self.inner.store.forget(action)).await?;
+        self.inner.cache.remove(&action.namespace, &action.key);
         applied(
             action,
             response,
@@ -473,7 +496,14 @@ impl Sentinel {
     /// Deletes completed records whose retention has passed (or older than
     /// `query.older_than`). Returns how many.
     pub async fn prune(&self, query: &PruneQuery) -> Result<u64, Error> {
-        Ok(timed("prune", self.inner.store.prune(query)).await?)
+        if let Some(d) = query.older_than {
+            at_most("older_than", d, MAX_RETENTION)?;
+        }
+        let pruned = timed("prune", self.inner.store.prune(query)).await?;
+        if pruned > 0 {
+            self.inner.cache.clear();
+        }
+        Ok(pruned)
     }
 
     /// Waits until `key` is no longer running (completed, uncertain, reconciling or absent) or
@@ -486,6 +516,7 @@ impl Sentinel {
     ) -> Result<Option<Record>, Error> {
         crate::validate_namespace(namespace)?;
         crate::validate_key(key)?;
+        at_most("wait timeout", timeout, MAX_HARD_TTL)?;
         self.wait_until_settled(namespace, key, Instant::now() + timeout)
             .await
     }
@@ -532,9 +563,15 @@ impl Sentinel {
         let ttl = once.ttl.unwrap_or(config.ttl);
         let hard_ttl = once
             .hard_ttl
-            .or(config.hard_ttl.filter(|h| *h >= ttl))
+            .or(config.hard_ttl)
             .unwrap_or_else(|| default_hard_ttl(ttl));
         validate_durations(ttl, hard_ttl)?;
+        if let Some(r) = once.retain_for {
+            at_most("retention", r, MAX_RETENTION)?;
+        }
+        if let Some(w) = once.wait {
+            at_most("wait timeout", w, MAX_HARD_TTL)?;
+        }
         Ok(Plan {
             namespace,
             key: once.key.clone(),
@@ -598,8 +635,21 @@ impl Sentinel {
         );
         let store = &self.inner.store;
         let mut last_error = None;
+        // Leases are dated from the first attempt: an earlier attempt may be the one that
+        // committed.
+        let first_sent = Instant::now();
+        // A row carrying our attempt id is ours, however we learn of it: an earlier attempt
+        // whose reply was lost (or that committed after we gave up on it) claimed the key.
+        let ours = |r: Record| {
+            if r.owner.as_ref().is_some_and(|o| o.attempt == owner.attempt)
+                && r.state == State::Running
+            {
+                ClaimResponse::Acquired(r)
+            } else {
+                ClaimResponse::Existing(r)
+            }
+        };
         for _ in 0..CLAIM_ATTEMPTS {
-            let sent = Instant::now();
             match timed("claim", store.claim(&request)).await {
                 Ok(ClaimResponse::Raced) => {
                     self.inner
@@ -608,22 +658,13 @@ impl Sentinel {
                         .fetch_add(1, Ordering::Relaxed);
                     metrics::claim_retry();
                 }
-                Ok(response) => return Ok((response, owner, sent)),
+                Ok(ClaimResponse::Existing(r)) => return Ok((ours(r), owner, first_sent)),
+                Ok(response) => return Ok((response, owner, first_sent)),
                 Err(e) if e.is_ambiguous() => {
                     // The claim may have committed: our attempt id on the row says it did.
                     tracing::warn!(error = %e, "claim reply lost; re-reading the row");
                     match self.reread(plan).await {
-                        Ok(Some(r))
-                            if r.owner.as_ref().is_some_and(|o| o.attempt == owner.attempt) =>
-                        {
-                            let response = if r.state == State::Running {
-                                ClaimResponse::Acquired(r)
-                            } else {
-                                ClaimResponse::Existing(r)
-                            };
-                            return Ok((response, owner, sent));
-                        }
-                        Ok(Some(r)) => return Ok((ClaimResponse::Existing(r), owner, sent)),
+                        Ok(Some(r)) => return Ok((ours(r), owner, first_sent)),
                         Ok(None) => last_error = Some(e), // did not commit: claim again
                         Err(_) => return Err(e.into()),
                     }

@@ -31,8 +31,8 @@ mod token;
 
 pub use context::{ExecutionContext, LeaseLost};
 pub use engine::{
-    Config, EngineStats, FailurePolicy, MAX_HARD_TTL, MAX_TTL, MIN_TTL, Once, Sentinel,
-    SentinelBuilder,
+    Config, EngineStats, FailurePolicy, MAX_HARD_TTL, MAX_RETENTION, MAX_TTL, MIN_TTL, Once,
+    Sentinel, SentinelBuilder,
 };
 pub use error::{BoxError, Error, NotRecorded, NotRecordedReason, StoreError, StoreErrorKind};
 pub use key::{

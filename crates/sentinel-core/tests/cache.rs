@@ -13,18 +13,20 @@ fn forget(key: &str) -> OperatorAction {
 
 #[tokio::test]
 async fn cached_replay_does_not_consult_the_store() {
-    let s = Sentinel::builder(MemoryStore::new())
+    let store = MemoryStore::new();
+    let s = Sentinel::builder(store.clone())
         .result_cache(100, Duration::from_secs(60))
         .build()
         .unwrap();
+    let operator = Sentinel::builder(store).build().unwrap();
     let _: Out = s
         .once("k")
         .fingerprint("a")
         .run(|_| async { Ok(1) })
         .await
         .unwrap();
-    // The record is gone from the store; the cache still replays it.
-    s.forget(&forget("k")).await.unwrap();
+    // Another instance (another process) removed the record; the cache still replays it.
+    operator.forget(&forget("k")).await.unwrap();
     let out: Out = s.once("k").run(|_| async { Ok(2) }).await.unwrap();
     assert!(
         matches!(
@@ -116,4 +118,27 @@ async fn cache_is_off_by_default_and_bounded() {
     small.forget(&forget("a")).await.unwrap();
     let out: Out = small.once("a").run(|_| async { Ok(3) }).await.unwrap();
     assert!(out.ran_here(), "an evicted entry was replayed: {out:?}");
+}
+
+#[tokio::test]
+async fn operator_actions_through_the_instance_evict_its_cache() {
+    let s = Sentinel::builder(MemoryStore::new())
+        .result_cache(100, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let _: Out = s.once("k").run(|_| async { Ok(1) }).await.unwrap();
+    s.forget(&forget("k")).await.unwrap();
+    let out: Out = s.once("k").run(|_| async { Ok(2) }).await.unwrap();
+    assert!(
+        out.ran_here(),
+        "a forgotten key was replayed from the cache: {out:?}"
+    );
+    let mut older = sentinel_core::store::PruneQuery::default();
+    older.older_than = Some(Duration::ZERO);
+    assert_eq!(s.prune(&older).await.unwrap(), 1);
+    let out: Out = s.once("k").run(|_| async { Ok(3) }).await.unwrap();
+    assert!(
+        out.ran_here(),
+        "a pruned key was replayed from the cache: {out:?}"
+    );
 }

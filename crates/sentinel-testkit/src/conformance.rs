@@ -967,6 +967,24 @@ pub async fn bad_input_is_rejected(store: Arc<dyn Store>) {
         }
         assert!(matches!(once.run(ok).await, Err(Error::InvalidInput(_))));
     }
+    // Durations that cannot be added to a clock reading.
+    let r = s.once("k").wait(Duration::MAX).run(ok).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let r = s.once("k").retain_for(Duration::MAX).run(ok).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    let mut prune = PruneQuery::default();
+    prune.older_than = Some(Duration::MAX);
+    assert!(matches!(s.prune(&prune).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        s.wait("default", "k", Duration::MAX).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(
+        Sentinel::builder_arc(s.store().clone())
+            .result_cache(10, Duration::MAX)
+            .build()
+            .is_err()
+    );
     assert!(
         s.inspect("default", "k").await.unwrap().is_none(),
         "bad input wrote a record"
@@ -1060,6 +1078,34 @@ pub async fn ambiguous_claim_is_settled_by_rereading(store: Arc<dyn Store>) {
         events(&s, "k").await,
         [EventKind::Acquired, EventKind::Completed]
     );
+}
+
+/// A claim that commits only after the re-read found nothing is recognised by its attempt id
+/// when the engine claims again: the caller runs the function, once, as the owner.
+pub async fn late_claim_commit_is_recognised_as_ours(store: Arc<dyn Store>) {
+    let (fault, s) = faulty(store);
+    fault.arm(|f| f.claim_commits_late = 1);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let out: Out = s
+        .once("k")
+        .run(|_| async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(1)
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Completed {
+                replayed: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
 /// A completion whose reply was lost after it committed is confirmed by re-reading the row.
@@ -1372,6 +1418,7 @@ macro_rules! conformance_tests {
             bad_input_is_rejected,
             ambiguous_claim_is_settled_by_rereading,
             ambiguous_completion_is_settled_by_rereading,
+            late_claim_commit_is_recognised_as_ours,
             unconfirmed_completion_is_not_recorded,
             concurrent_callers_run_each_key_once,
             waiting_caller_gets_the_replay,

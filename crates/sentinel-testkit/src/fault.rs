@@ -28,6 +28,9 @@ pub struct Faults {
     pub heartbeat_unavailable: bool,
     /// Every heartbeat hangs (never answers) while set, like a half-open connection.
     pub heartbeat_hangs: bool,
+    /// The next N claims report a lost reply at once and commit late: just after the next
+    /// load has read the row without them.
+    pub claim_commits_late: u32,
 }
 
 /// Wraps a store and injects [`Faults`].
@@ -35,6 +38,7 @@ pub struct Faults {
 pub struct FaultStore {
     inner: Arc<dyn Store>,
     faults: Arc<Mutex<Faults>>,
+    late_claim: Arc<Mutex<Option<ClaimRequest>>>,
     heartbeat_calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -64,6 +68,7 @@ impl FaultStore {
         Self {
             inner,
             faults: Arc::default(),
+            late_claim: Arc::default(),
             heartbeat_calls: Arc::default(),
         }
     }
@@ -87,6 +92,10 @@ impl FaultStore {
 #[async_trait]
 impl Store for FaultStore {
     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
+        if self.with(|f| take(&mut f.claim_commits_late)) {
+            *self.late_claim.lock().unwrap() = Some(request.clone());
+            return Err(lost());
+        }
         let r = self.inner.claim(request).await?;
         if self.with(|f| take(&mut f.claim_reply_lost)) {
             return Err(lost());
@@ -142,7 +151,12 @@ impl Store for FaultStore {
         if self.with(|f| take(&mut f.load_unavailable)) {
             return Err(unavailable());
         }
-        self.inner.load(namespace, key).await
+        let record = self.inner.load(namespace, key).await;
+        let late = self.late_claim.lock().unwrap().take();
+        if let Some(request) = late {
+            self.inner.claim(&request).await?;
+        }
+        record
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
