@@ -393,6 +393,7 @@ impl Sentinel {
                 break;
             }
         }
+        self.inner.runtime.stop();
     }
 
     /// Creates or upgrades the store's schema (idempotent).
@@ -590,9 +591,7 @@ impl Sentinel {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
-        if !self.inner.accepting.load(Ordering::SeqCst) {
-            return Err(Error::ShuttingDown);
-        }
+        let admission = self.admit()?;
         if let Some(hit) = self.inner.cache.get(&plan.namespace, &plan.key) {
             check_fingerprint(plan, hit.fingerprint.as_deref())?;
             self.inner
@@ -606,7 +605,9 @@ impl Sentinel {
             let (response, owner, sent) = self.claim(plan).await?;
             let record = match response {
                 ClaimResponse::Acquired(record) => {
-                    return Ok(Begin::Run(self.start_execution(plan, &record, owner, sent)));
+                    return Ok(Begin::Run(
+                        self.start_execution(plan, &record, owner, sent, admission),
+                    ));
                 }
                 ClaimResponse::Existing(record) => record,
                 ClaimResponse::Raced => unreachable!("claim() retries races"),
@@ -700,12 +701,24 @@ impl Sentinel {
         }
     }
 
+    fn admit(&self) -> Result<Admission, Error> {
+        self.inner.active.fetch_add(1, Ordering::SeqCst);
+        let admission = Admission {
+            sentinel: self.clone(),
+        };
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown); // the admission is dropped: not counted
+        }
+        Ok(admission)
+    }
+
     fn start_execution(
         &self,
         plan: &Plan,
         record: &Record,
         owner: Owner,
         sent: Instant,
+        admission: Admission,
     ) -> Execution {
         let token = record.fencing_token;
         let (id, lost) = self.inner.in_flight.register(
@@ -721,7 +734,6 @@ impl Sentinel {
             .executions
             .fetch_add(1, Ordering::Relaxed);
         metrics::execution();
-        self.inner.active.fetch_add(1, Ordering::SeqCst);
         let ctx = ExecutionContext::new(
             plan.namespace.clone(),
             plan.key.clone(),
@@ -732,6 +744,7 @@ impl Sentinel {
         Execution {
             guard: ExecutionGuard {
                 sentinel: self.clone(),
+                _admission: admission,
                 namespace: plan.namespace.clone(),
                 key: plan.key.clone(),
                 token,
@@ -901,12 +914,20 @@ impl Sentinel {
         value: &V,
         kind: ResultKind,
     ) -> Result<StoredResult, (NotRecordedReason, String)> {
-        let json = serde_json::to_string(value).map_err(|e| {
-            (
-                NotRecordedReason::Codec,
-                format!("result does not serialize: {e}"),
-            )
-        })?;
+        // A `Serialize` impl that panics must not escape as a panic after the work was done.
+        let json = std::panic::catch_unwind(AssertUnwindSafe(|| serde_json::to_string(value)))
+            .map_err(|_| {
+                (
+                    NotRecordedReason::Codec,
+                    "serializing the result panicked".into(),
+                )
+            })?
+            .map_err(|e| {
+                (
+                    NotRecordedReason::Codec,
+                    format!("result does not serialize: {e}"),
+                )
+            })?;
         let limit = self.inner.config.max_result_bytes;
         if json.len() > limit {
             return Err((
@@ -1151,6 +1172,7 @@ pub(crate) struct Execution {
 
 struct ExecutionGuard {
     sentinel: Sentinel,
+    _admission: Admission,
     namespace: String,
     key: String,
     token: FencingToken,
@@ -1168,7 +1190,7 @@ impl Drop for ExecutionGuard {
             metrics::uncertain();
             let store = inner.store.clone();
             let (namespace, key, token) = (self.namespace.clone(), self.key.clone(), self.token);
-            inner.runtime.handle().spawn(async move {
+            inner.runtime.spawn_tracked(async move {
                 let r = store
                     .mark_uncertain(&namespace, &key, token, UncertainReason::Cancelled)
                     .await;
@@ -1177,6 +1199,18 @@ impl Drop for ExecutionGuard {
                 }
             });
         }
+    }
+}
+
+/// Counts a call as active from before its claim until it is finished, so that `shutdown`
+/// cannot miss a claim in flight.
+struct Admission {
+    sentinel: Sentinel,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let inner = &self.sentinel.inner;
         if inner.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             inner.idle.notify_waiters();
         }
@@ -1271,7 +1305,10 @@ impl Once<'_> {
                 Begin::Run(execution) => execution,
             };
             tracing::Span::current().record("token", execution.ctx.fencing_token().get());
-            let output = CatchUnwind(Box::pin(f(execution.ctx.clone()))).await;
+            // `f` itself is called inside the catch, so a panic before its first await counts
+            // as a panic too.
+            let ctx = execution.ctx.clone();
+            let output = CatchUnwind(Box::pin(async move { f(ctx).await })).await;
             match output {
                 Ok(output) => {
                     let outcome = sentinel.finish(&plan, execution, output).await;

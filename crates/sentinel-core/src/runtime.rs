@@ -13,6 +13,15 @@ use crate::store::Store;
 pub(crate) struct OwnRuntime {
     handle: Handle,
     stop: Arc<Notify>,
+    pending: Arc<Pending>,
+}
+
+/// Best-effort writes still running (cancellation marks): the thread lets them finish, within
+/// a bound, before its runtime goes away.
+#[derive(Default)]
+struct Pending {
+    count: std::sync::atomic::AtomicUsize,
+    done: Notify,
 }
 
 impl OwnRuntime {
@@ -22,8 +31,10 @@ impl OwnRuntime {
         stats_every: Option<Duration>,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(Notify::new());
+        let pending = Arc::new(Pending::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_stop = stop.clone();
+        let thread_pending = pending.clone();
         std::thread::Builder::new()
             .name("sentinel".into())
             .spawn(move || {
@@ -42,18 +53,59 @@ impl OwnRuntime {
                     rt.spawn(report_stats(store.clone(), every));
                 }
                 rt.block_on(heartbeat::run(store, in_flight, thread_stop));
-                // Give best-effort writes (cancellations) a moment to finish before the runtime
-                // and its connections go away.
-                rt.shutdown_timeout(Duration::from_secs(2));
+                // Let best-effort writes (cancellations) finish, within a bound, before the
+                // runtime and its connections go away.
+                rt.block_on(async {
+                    let drained = async {
+                        loop {
+                            let done = thread_pending.done.notified();
+                            if thread_pending
+                                .count
+                                .load(std::sync::atomic::Ordering::SeqCst)
+                                == 0
+                            {
+                                return;
+                            }
+                            done.await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+                });
+                rt.shutdown_timeout(Duration::from_millis(100));
             })?;
         let handle = rx
             .recv()
             .map_err(|_| std::io::Error::other("sentinel runtime thread died at start"))??;
-        Ok(Self { handle, stop })
+        Ok(Self {
+            handle,
+            stop,
+            pending,
+        })
     }
 
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Runs a best-effort write that the thread waits for (bounded) before it ends.
+    pub(crate) fn spawn_tracked(
+        &self,
+        fut: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        use std::sync::atomic::Ordering;
+        let pending = self.pending.clone();
+        pending.count.fetch_add(1, Ordering::SeqCst);
+        self.handle.spawn(async move {
+            fut.await;
+            if pending.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+                pending.done.notify_waiters();
+            }
+        });
+    }
+
+    /// Stops the heartbeat; the thread ends once tracked writes are done.
+    pub(crate) fn stop(&self) {
+        self.stop.notify_one();
     }
 }
 

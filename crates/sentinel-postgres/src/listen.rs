@@ -60,7 +60,8 @@ impl Listener {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
+        // The connection task may also have died with the runtime that spawned it.
+        self.alive.load(Ordering::SeqCst) && !self._client.is_closed()
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Signal> {

@@ -247,11 +247,11 @@ impl Sql {
                 "UPDATE {s}.executions SET waiters = waiters + 1
                  WHERE namespace = $1 AND key = $2 AND state = 'running'
                    AND lease_expires_at > now()
-                 RETURNING 1"
+                 RETURNING fencing_token"
             ),
             remove_waiter: format!(
                 "UPDATE {s}.executions SET waiters = greatest(waiters - 1, 0)
-                 WHERE namespace = $1 AND key = $2 AND waiters > 0"
+                 WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND waiters > 0"
             ),
             stats: format!(
                 "SELECT now(), count(*),

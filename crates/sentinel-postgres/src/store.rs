@@ -252,6 +252,13 @@ impl PgStoreBuilder {
             return Err(Error::InvalidInput(e));
         }
         sentinel_core::validate_identifier(&self.schema)?;
+        // The NOTIFY channel is `sentinel_<schema>` and channel names are limited to 63 bytes.
+        if self.schema.len() > 48 {
+            return Err(Error::InvalidInput(format!(
+                "schema name `{}` is longer than 48 bytes",
+                self.schema
+            )));
+        }
         if self.pool_size == 0 {
             return Err(Error::InvalidInput("pool size must be positive".into()));
         }
@@ -381,6 +388,34 @@ struct Reserved {
 enum ReservedClient {
     Own(Client),
     Pooled(Object),
+}
+
+/// A waiter counted on a row; uncounted when dropped, in the background.
+struct WaiterRegistration {
+    store: PgStore,
+    namespace: String,
+    key: String,
+    token: i64,
+}
+
+impl Drop for WaiterRegistration {
+    fn drop(&mut self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, namespace, key, token) = (
+            self.store.clone(),
+            std::mem::take(&mut self.namespace),
+            std::mem::take(&mut self.key),
+            self.token,
+        );
+        handle.spawn(async move {
+            let sql = &store.inner.sql.remove_waiter;
+            if let Err(e) = store.query("wait", sql, &[&namespace, &key, &token]).await {
+                tracing::debug!(error = %e, "could not unregister a waiter");
+            }
+        });
+    }
 }
 
 /// The heartbeat connection while its statement runs; cancels the statement when dropped
@@ -944,9 +979,17 @@ impl Store for PgStore {
         let registered = self
             .query("wait", &self.inner.sql.add_waiter, &[&namespace, &key])
             .await?;
-        if registered.is_empty() {
+        let Some(token) = registered.first().and_then(|r| r.try_get::<_, i64>(0).ok()) else {
             return Ok(()); // no longer running: the caller re-reads
-        }
+        };
+        // Unregisters even when this future is dropped; tied to the token, so it never touches
+        // a later execution's counter.
+        let _registration = WaiterRegistration {
+            store: self.clone(),
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            token,
+        };
         let expected = listen::payload(namespace, key);
         let _ = tokio::time::timeout(timeout, async {
             loop {
@@ -958,12 +1001,6 @@ impl Store for PgStore {
             }
         })
         .await;
-        if let Err(e) = self
-            .query("wait", &self.inner.sql.remove_waiter, &[&namespace, &key])
-            .await
-        {
-            tracing::debug!(error = %e, "could not unregister a waiter");
-        }
         Ok(())
     }
 

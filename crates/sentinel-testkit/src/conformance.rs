@@ -443,6 +443,9 @@ pub async fn timing_hard_ceiling_fires_lease_lost(store: Arc<dyn Store>) {
     };
     assert_eq!(value, format!("{:?}", LeaseLost::CeilingPassed));
     assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    // Renewals never extended the lease past the ceiling.
+    let record = s.inspect("default", "k").await.unwrap().unwrap();
+    assert!(record.lease_expires_at.unwrap() <= record.hard_expires_at.unwrap());
 }
 
 /// A renewal that is fenced fires the lease-lost signal; the late completion is fenced too and
