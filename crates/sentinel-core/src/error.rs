@@ -95,7 +95,8 @@ pub struct NotRecorded {
     pub reason: NotRecordedReason,
     /// Human-readable detail.
     pub detail: String,
-    payload: Option<Box<dyn Any + Send>>,
+    // In a mutex so that the error is `Sync` (usable with anyhow) without requiring `T: Sync`.
+    payload: std::sync::Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl NotRecorded {
@@ -109,18 +110,22 @@ impl NotRecorded {
             token,
             reason,
             detail: detail.into(),
-            payload,
+            payload: std::sync::Mutex::new(payload),
         }
     }
 
     /// Takes what the function returned: `Result<T, E>` as the function produced it. Returns
     /// `None` when already taken or when `R` is not that type.
     pub fn take_output<R: 'static>(&mut self) -> Option<R> {
-        let payload = self.payload.take()?;
+        let slot = self
+            .payload
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let payload = slot.take()?;
         match payload.downcast::<R>() {
             Ok(v) => Some(*v),
             Err(p) => {
-                self.payload = Some(p);
+                *slot = Some(p);
                 None
             }
         }

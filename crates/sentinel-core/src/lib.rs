@@ -46,3 +46,14 @@ pub use record::{
 };
 pub use store::Store;
 pub use token::{FencingToken, Owner};
+
+#[cfg(test)]
+mod tests {
+    /// Errors must work with `anyhow` and across threads.
+    #[test]
+    fn errors_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<crate::Error>();
+        check::<crate::StoreError>();
+    }
+}

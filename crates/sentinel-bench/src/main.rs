@@ -1,0 +1,739 @@
+//! The benchmark harness: Sentinel against the database's own floor, measured in one run on one
+//! machine, so that ratios mean something on noisy shared hardware.
+//!
+//! `cargo run --release -p sentinel-bench -- [--database-url URL] [--duration 5s] [--json]`
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sentinel::{Outcome, PgStore, Sentinel, SqliteStore};
+use sentinel_testkit::proxy::Proxy;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+/// Sentinel against the database's own floor, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "sentinel-bench")]
+struct Args {
+    /// PostgreSQL to measure against.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    database_url: String,
+    /// Length of each measured phase.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Rounds of alternating floor and Sentinel phases.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Length of the heartbeat-cost window (10 000 executions in flight).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    heartbeat_window: Duration,
+    /// Executions in flight for the heartbeat-cost measurement.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_in_flight: usize,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only these sections (comma-separated: pg, contention, sqlite, heartbeat).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("bad duration {s}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("bad unit in {s}")),
+    }
+}
+
+/// The small struct every measured function returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Receipt {
+    id: u64,
+    status: String,
+}
+
+const POOL: usize = 8;
+const CONCURRENCY: [usize; 2] = [1, 8];
+
+/// One measured row of the report.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    name: String,
+    concurrency: usize,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    statements_per_op: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_floor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// Ops and latencies gathered over all rounds of one phase kind.
+#[derive(Default)]
+struct Samples {
+    ops: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Samples {
+    fn row(&mut self, name: &str, concurrency: usize) -> Row {
+        self.latencies_us.sort_unstable();
+        // `per_mille`: 500 for the median, 990 for p99.
+        let pct = |per_mille: usize| {
+            if self.latencies_us.is_empty() {
+                return 0.0;
+            }
+            let n = self.latencies_us.len() - 1;
+            let i = (n * per_mille).div_ceil(1000).min(n);
+            f64::from(self.latencies_us[i]) / 1000.0
+        };
+        Row {
+            name: name.to_owned(),
+            concurrency,
+            ops_per_sec: self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            p50_ms: pct(500),
+            p99_ms: pct(990),
+            statements_per_op: None,
+            ratio_to_floor: None,
+            note: None,
+        }
+    }
+}
+
+/// Runs `op(worker, i)` from `concurrency` tasks for `duration`; returns what was measured.
+async fn phase<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Result<Samples>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(16_384);
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                op(w, i).await?;
+                lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut samples = Samples::default();
+    for t in tasks {
+        let lat = t.await??;
+        samples.ops += lat.len() as u64;
+        samples.latencies_us.extend(lat);
+    }
+    samples.elapsed = started.elapsed();
+    Ok(samples)
+}
+
+fn merge(into: &mut Samples, from: Samples) {
+    into.ops += from.ops;
+    into.elapsed += from.elapsed;
+    into.latencies_us.extend(from.latencies_us);
+}
+
+/// Raw SQL on the same table shape: the floor Sentinel is measured against.
+struct Floor {
+    pool: Pool,
+    schema: String,
+    token: AtomicU64,
+}
+
+impl Floor {
+    fn claim_sql(&self) -> String {
+        format!(
+            "INSERT INTO {}.executions (namespace, key, state, fencing_token, owner_host,
+                 owner_pid, owner_attempt, lease_expires_at, hard_expires_at)
+             VALUES ($1, $2, 'running', $3, 'bench', 1, 'attempt', now() + interval '10 s',
+                 now() + interval '1 hour')
+             ON CONFLICT DO NOTHING RETURNING fencing_token",
+            self.schema
+        )
+    }
+
+    fn complete_sql(&self) -> String {
+        format!(
+            "UPDATE {}.executions SET state = 'completed', result_kind = 'value',
+                 result = $3::text::json, completed_at = now(), updated_at = now()
+             WHERE namespace = $1 AND key = $2",
+            self.schema
+        )
+    }
+
+    fn replay_sql(&self) -> String {
+        format!(
+            "SELECT state, result::text FROM {}.executions WHERE namespace = $1 AND key = $2",
+            self.schema
+        )
+    }
+
+    async fn fresh(&self, key: &str) -> Result<()> {
+        let c = self.pool.get().await?;
+        let claim = c.prepare_cached(&self.claim_sql()).await?;
+        let token = i64::try_from(self.token.fetch_add(1, Ordering::Relaxed))?;
+        let rows = c.query(&claim, &[&"bench", &key, &token]).await?;
+        if rows.is_empty() {
+            bail!("floor claim found the key taken");
+        }
+        let receipt = serde_json::to_string(&Receipt {
+            id: 7,
+            status: "ok".into(),
+        })?;
+        let complete = c.prepare_cached(&self.complete_sql()).await?;
+        c.execute(&complete, &[&"bench", &key, &receipt]).await?;
+        Ok(())
+    }
+
+    async fn replay(&self, key: &str) -> Result<()> {
+        let c = self.pool.get().await?;
+        let select = c.prepare_cached(&self.replay_sql()).await?;
+        let row = c.query_one(&select, &[&"bench", &key]).await?;
+        let json: String = row.get(1);
+        let _: Receipt = serde_json::from_str(&json)?;
+        Ok(())
+    }
+}
+
+fn pool(url: &str, size: usize) -> Result<Pool> {
+    let mut config = tokio_postgres::Config::from_str(url)?;
+    config.options("-c synchronous_commit=on");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager).max_size(size).build()?)
+}
+
+async fn fresh_schema(url: &str, schema: &str) -> Result<PgStore> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    let store = PgStore::builder()
+        .url(url)
+        .schema(schema)
+        .pool_size(POOL)
+        .build()
+        .await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn sentinel_fresh(s: &Sentinel, key: String) -> Result<()> {
+    let out: Outcome<Receipt, String> = s
+        .once(key)
+        .run(|_| async {
+            Ok(Receipt {
+                id: 7,
+                status: "ok".into(),
+            })
+        })
+        .await?;
+    if !out.ran_here() {
+        bail!("a fresh key was not run: {out:?}");
+    }
+    Ok(())
+}
+
+async fn sentinel_replay(s: &Sentinel, key: String) -> Result<()> {
+    let out: Outcome<Receipt, String> = s
+        .once(key)
+        .run(|_| async { Err("must not run".to_owned()) })
+        .await?;
+    if !matches!(out, Outcome::Completed { replayed: true, .. }) {
+        bail!("a completed key was not replayed: {out:?}");
+    }
+    Ok(())
+}
+
+const REPLAY_KEYS: u64 = 1000;
+
+/// Statements per operation, counted on the wire by the testkit proxy in a separate pass (the
+/// timed phases run without the proxy's extra hop).
+async fn statements_per_op(args: &Args) -> Result<HashMap<&'static str, f64>> {
+    let upstream = {
+        let c = tokio_postgres::Config::from_str(&args.database_url)?;
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) if h != "localhost" => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432)).parse()?
+    };
+    let proxy = Proxy::start(upstream).await?;
+    let c = tokio_postgres::Config::from_str(&args.database_url)?;
+    let url = format!(
+        "postgres://{}@{}/{}",
+        c.get_user().unwrap_or("postgres"),
+        proxy.addr(),
+        c.get_dbname().unwrap_or("test")
+    );
+    let store = fresh_schema(&url, "sentinel_bench_count").await?;
+    let floor = Floor {
+        pool: pool(&url, 1)?,
+        schema: "sentinel_bench_count".into(),
+        token: AtomicU64::new(1_000_000),
+    };
+    let plain = Sentinel::builder(store.clone()).build()?;
+    let cached = Sentinel::builder(store)
+        .result_cache(10_000, Duration::from_secs(600))
+        .build()?;
+    const N: u64 = 200;
+    // Warm every statement cache first.
+    floor.fresh("warm-floor").await?;
+    floor.replay("warm-floor").await?;
+    sentinel_fresh(&plain, "warm".into()).await?;
+    sentinel_replay(&plain, "warm".into()).await?;
+    let mut out = HashMap::new();
+    let count = |before: sentinel_testkit::proxy::WireCounts| {
+        (proxy.counts().statements() - before.statements()) as f64 / N as f64
+    };
+    let b = proxy.counts();
+    for i in 0..N {
+        floor.fresh(&format!("f{i}")).await?;
+    }
+    out.insert("floor_fresh", count(b));
+    let b = proxy.counts();
+    for i in 0..N {
+        floor.replay(&format!("f{i}")).await?;
+    }
+    out.insert("floor_replay", count(b));
+    let b = proxy.counts();
+    for i in 0..N {
+        sentinel_fresh(&plain, format!("s{i}")).await?;
+    }
+    out.insert("sentinel_fresh", count(b));
+    let b = proxy.counts();
+    for i in 0..N {
+        sentinel_replay(&plain, format!("s{i}")).await?;
+    }
+    out.insert("sentinel_replay", count(b));
+    for i in 0..N {
+        sentinel_replay(&cached, format!("s{i}")).await?;
+    }
+    let b = proxy.counts();
+    for i in 0..N {
+        sentinel_replay(&cached, format!("s{i}")).await?;
+    }
+    out.insert("sentinel_replay_cached", count(b));
+    plain.shutdown().await;
+    cached.shutdown().await;
+    Ok(out)
+}
+
+async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let counts = statements_per_op(args).await?;
+    let store = fresh_schema(&args.database_url, "sentinel_bench").await?;
+    fresh_schema(&args.database_url, "sentinel_bench_floor").await?;
+    let floor = Arc::new(Floor {
+        pool: pool(&args.database_url, POOL)?,
+        schema: "sentinel_bench_floor".into(),
+        token: AtomicU64::new(1),
+    });
+    let plain = Sentinel::builder(store.clone()).build()?;
+    let cached = Sentinel::builder(store)
+        .result_cache(100_000, Duration::from_secs(3600))
+        .build()?;
+
+    // Completed keys to replay, and a warm-up of every path.
+    for i in 0..REPLAY_KEYS {
+        floor.fresh(&format!("replay-{i}")).await?;
+        sentinel_fresh(&plain, format!("replay-{i}")).await?;
+    }
+    let warm = Duration::from_secs(1);
+    let f = floor.clone();
+    phase(8, warm, move |w, i| {
+        let f = f.clone();
+        async move { f.fresh(&format!("warm-{w}-{i}")).await }
+    })
+    .await?;
+    let s = plain.clone();
+    phase(8, warm, move |w, i| {
+        let s = s.clone();
+        async move { sentinel_fresh(&s, format!("warm-{w}-{i}")).await }
+    })
+    .await?;
+    let s = cached.clone();
+    phase(8, warm, move |w, i| {
+        let s = s.clone();
+        async move {
+            sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS)).await
+        }
+    })
+    .await?;
+
+    let names = [
+        "floor_fresh",
+        "sentinel_fresh",
+        "floor_replay",
+        "sentinel_replay",
+        "sentinel_replay_cached",
+    ];
+    let mut key_round = 0u64;
+    for &c in &CONCURRENCY {
+        let mut samples: HashMap<&str, Samples> = HashMap::new();
+        for round in 0..args.rounds {
+            key_round += 1;
+            let tag = format!("r{key_round}-{round}");
+            let d = args.duration;
+            let (f, t) = (floor.clone(), tag.clone());
+            let m = phase(c, d, move |w, i| {
+                let (f, t) = (f.clone(), t.clone());
+                async move { f.fresh(&format!("{t}-{w}-{i}")).await }
+            })
+            .await?;
+            merge(samples.entry("floor_fresh").or_default(), m);
+            let (s, t) = (plain.clone(), tag.clone());
+            let m = phase(c, d, move |w, i| {
+                let (s, t) = (s.clone(), t.clone());
+                async move { sentinel_fresh(&s, format!("{t}-{w}-{i}")).await }
+            })
+            .await?;
+            merge(samples.entry("sentinel_fresh").or_default(), m);
+            let f = floor.clone();
+            let m = phase(c, d, move |w, i| {
+                let f = f.clone();
+                async move {
+                    f.replay(&format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+                        .await
+                }
+            })
+            .await?;
+            merge(samples.entry("floor_replay").or_default(), m);
+            let s = plain.clone();
+            let m = phase(c, d, move |w, i| {
+                let s = s.clone();
+                async move {
+                    sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+                        .await
+                }
+            })
+            .await?;
+            merge(samples.entry("sentinel_replay").or_default(), m);
+            let s = cached.clone();
+            let m = phase(c, d, move |w, i| {
+                let s = s.clone();
+                async move {
+                    sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+                        .await
+                }
+            })
+            .await?;
+            merge(samples.entry("sentinel_replay_cached").or_default(), m);
+        }
+        let mut made: HashMap<&str, Row> = HashMap::new();
+        for name in names {
+            let mut row = samples
+                .get_mut(name)
+                .map_or_else(|| Samples::default().row(name, c), |s| s.row(name, c));
+            row.statements_per_op = counts.get(name).copied();
+            made.insert(name, row);
+        }
+        let fresh_floor = made["floor_fresh"].ops_per_sec;
+        let replay_floor = made["floor_replay"].ops_per_sec;
+        for name in names {
+            let mut row = made
+                .remove(name)
+                .unwrap_or_else(|| Samples::default().row(name, c));
+            row.ratio_to_floor = match name {
+                "sentinel_fresh" => Some(row.ops_per_sec / fresh_floor),
+                "sentinel_replay" | "sentinel_replay_cached" => {
+                    Some(row.ops_per_sec / replay_floor)
+                }
+                _ => None,
+            };
+            rows.push(row);
+        }
+    }
+    plain.shutdown().await;
+    cached.shutdown().await;
+    Ok(())
+}
+
+/// 64 callers on each of 100 keys at once: one execution per key, and what the others got.
+async fn bench_contention(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    const KEYS: usize = 100;
+    const CALLERS: usize = 64;
+    let store = fresh_schema(&args.database_url, "sentinel_bench_contention").await?;
+    let s = Sentinel::builder(store).build()?;
+    let executions: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+    let barrier = Arc::new(tokio::sync::Barrier::new(KEYS * CALLERS));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..KEYS {
+        for _ in 0..CALLERS {
+            let (s, e, b) = (s.clone(), executions.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                b.wait().await;
+                let t = Instant::now();
+                let out: Outcome<Receipt, String> = s
+                    .once(format!("contended-{k}"))
+                    .run(|_| async move {
+                        e[k].fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok(Receipt {
+                            id: k as u64,
+                            status: "ok".into(),
+                        })
+                    })
+                    .await?;
+                let kind = match out {
+                    Outcome::Completed {
+                        replayed: false, ..
+                    } => "ran",
+                    Outcome::Completed { replayed: true, .. } => "replayed",
+                    Outcome::Running { .. } => "running",
+                    _ => "other",
+                };
+                anyhow::Ok((kind, t.elapsed()))
+            }));
+        }
+    }
+    let mut tally: HashMap<&str, usize> = HashMap::new();
+    let mut samples = Samples::default();
+    for t in tasks {
+        let (kind, d) = t.await??;
+        *tally.entry(kind).or_default() += 1;
+        samples.ops += 1;
+        samples
+            .latencies_us
+            .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+    }
+    samples.elapsed = started.elapsed();
+    let per_key: Vec<usize> = executions
+        .iter()
+        .map(|e| e.load(Ordering::SeqCst))
+        .collect();
+    let max = per_key.iter().copied().max().unwrap_or(0);
+    let min = per_key.iter().copied().min().unwrap_or(0);
+    let mut row = samples.row("contention_64x100", CALLERS * KEYS);
+    row.note = Some(format!(
+        "executions per key min {min} max {max}; outcomes: ran {}, running {}, replayed {}, other {}",
+        tally.get("ran").unwrap_or(&0),
+        tally.get("running").unwrap_or(&0),
+        tally.get("replayed").unwrap_or(&0),
+        tally.get("other").unwrap_or(&0),
+    ));
+    rows.push(row);
+    s.shutdown().await;
+    if max != 1 || min != 1 {
+        bail!("a key did not run exactly once: {per_key:?}");
+    }
+    Ok(())
+}
+
+async fn bench_sqlite(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("sentinel-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let store = SqliteStore::open(dir.join("bench.db")).await?;
+    let s = Sentinel::builder(store).build()?;
+    for i in 0..REPLAY_KEYS {
+        sentinel_fresh(&s, format!("replay-{i}")).await?;
+    }
+    for &c in &CONCURRENCY {
+        let mut fresh = Samples::default();
+        let mut replay = Samples::default();
+        for round in 0..args.rounds {
+            let s2 = s.clone();
+            let m = phase(c, args.duration, move |w, i| {
+                let s = s2.clone();
+                async move { sentinel_fresh(&s, format!("c{c}-r{round}-{w}-{i}")).await }
+            })
+            .await?;
+            merge(&mut fresh, m);
+            let s2 = s.clone();
+            let m = phase(c, args.duration, move |w, i| {
+                let s = s2.clone();
+                async move {
+                    sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+                        .await
+                }
+            })
+            .await?;
+            merge(&mut replay, m);
+        }
+        rows.push(fresh.row("sqlite_fresh", c));
+        rows.push(replay.row("sqlite_replay", c));
+    }
+    s.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// User + system CPU time of this process, from /proc (USER_HZ = 100 on Linux).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the ")": state is field 0, utime 11, stime 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// 10 000 executions in flight at ttl 3 s: statements per second and this process's CPU.
+async fn bench_heartbeat(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let upstream = "127.0.0.1:5432".parse()?;
+    let proxy = Proxy::start(upstream).await?;
+    let c = tokio_postgres::Config::from_str(&args.database_url)?;
+    let url = format!(
+        "postgres://{}@{}/{}",
+        c.get_user().unwrap_or("postgres"),
+        proxy.addr(),
+        c.get_dbname().unwrap_or("test")
+    );
+    let store = fresh_schema(&url, "sentinel_bench_heartbeat").await?;
+    let s = Sentinel::builder(store).build()?;
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let started = Arc::new(AtomicUsize::new(0));
+    let n = args.heartbeat_in_flight;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (s, mut rx, started) = (s.clone(), release_rx.clone(), started.clone());
+        tasks.push(tokio::spawn(async move {
+            let out: Outcome<bool, String> = s
+                .once(format!("inflight-{i}"))
+                .ttl(Duration::from_secs(3))
+                .run(|ctx| async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let _ = rx.wait_for(|go| *go).await;
+                    Ok(ctx.is_lease_lost())
+                })
+                .await?;
+            anyhow::Ok(out)
+        }));
+    }
+    while started.load(Ordering::SeqCst) < n {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let claim traffic drain, then measure only the heartbeat.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (c0, cpu0, t0) = (proxy.counts(), cpu_seconds(), Instant::now());
+    tokio::time::sleep(args.heartbeat_window).await;
+    let (c1, cpu1, elapsed) = (proxy.counts(), cpu_seconds(), t0.elapsed());
+    release_tx.send(true)?;
+    let mut lost = 0;
+    for t in tasks {
+        if let Outcome::Completed { value: true, .. } = t.await?? {
+            lost += 1;
+        }
+    }
+    s.shutdown().await;
+    let statements = (c1.statements() - c0.statements()) as f64;
+    let secs = elapsed.as_secs_f64();
+    rows.push(Row {
+        name: "heartbeat_10k_in_flight".into(),
+        concurrency: n,
+        ops_per_sec: statements / secs,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        statements_per_op: None,
+        ratio_to_floor: None,
+        note: Some(format!(
+            "{statements} heartbeat statements in {secs:.1} s ({:.2}/s at ttl 3 s); process CPU {:.2} s = {:.2} % of a core; leases lost: {lost}",
+            statements / secs,
+            cpu1 - cpu0,
+            (cpu1 - cpu0) / secs * 100.0
+        )),
+    });
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<26} {:>6} {:>11} {:>9} {:>9} {:>8} {:>10}",
+        "name", "conc", "ops/s", "p50 ms", "p99 ms", "stmt/op", "vs floor"
+    );
+    for r in rows {
+        println!(
+            "{:<26} {:>6} {:>11.1} {:>9.3} {:>9.3} {:>8} {:>10}",
+            r.name,
+            r.concurrency,
+            r.ops_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.statements_per_op
+                .map_or_else(|| "-".into(), |s| format!("{s:.2}")),
+            r.ratio_to_floor
+                .map_or_else(|| "-".into(), |x| format!("{x:.2}x")),
+        );
+        if let Some(n) = &r.note {
+            println!("    {n}");
+        }
+    }
+}
+
+async fn main_async(args: Args) -> Result<()> {
+    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let mut rows = Vec::new();
+    if want("pg") {
+        bench_postgres(&args, &mut rows)
+            .await
+            .context("postgres phases")?;
+    }
+    if want("contention") {
+        bench_contention(&args, &mut rows)
+            .await
+            .context("contention")?;
+    }
+    if want("sqlite") {
+        bench_sqlite(&args, &mut rows)
+            .await
+            .context("sqlite phases")?;
+    }
+    if want("heartbeat") {
+        bench_heartbeat(&args, &mut rows)
+            .await
+            .context("heartbeat cost")?;
+    }
+    if args.json {
+        println!("{}", json!({ "results": rows }));
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(main_async(args))
+}
