@@ -44,6 +44,9 @@ struct Args {
     /// Only these sections (comma-separated: pg, contention, sqlite, heartbeat).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Within the PostgreSQL section, only these phases (e.g. sentinel_replay), for profiling.
+    #[arg(long, value_delimiter = ',')]
+    phases: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -398,54 +401,71 @@ async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let mut key_round = 0u64;
     for &c in &CONCURRENCY {
         let mut samples: HashMap<&str, Samples> = HashMap::new();
+        let run = |name: &str| args.phases.is_empty() || args.phases.iter().any(|p| p == name);
         for round in 0..args.rounds {
             key_round += 1;
             let tag = format!("r{key_round}-{round}");
             let d = args.duration;
-            let (f, t) = (floor.clone(), tag.clone());
-            let m = phase(c, d, move |w, i| {
-                let (f, t) = (f.clone(), t.clone());
-                async move { f.fresh(&format!("{t}-{w}-{i}")).await }
-            })
-            .await?;
-            merge(samples.entry("floor_fresh").or_default(), m);
-            let (s, t) = (plain.clone(), tag.clone());
-            let m = phase(c, d, move |w, i| {
-                let (s, t) = (s.clone(), t.clone());
-                async move { sentinel_fresh(&s, format!("{t}-{w}-{i}")).await }
-            })
-            .await?;
-            merge(samples.entry("sentinel_fresh").or_default(), m);
-            let f = floor.clone();
-            let m = phase(c, d, move |w, i| {
-                let f = f.clone();
-                async move {
-                    f.replay(&format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+            if run("floor_fresh") {
+                let (f, t) = (floor.clone(), tag.clone());
+                let m = phase(c, d, move |w, i| {
+                    let (f, t) = (f.clone(), t.clone());
+                    async move { f.fresh(&format!("{t}-{w}-{i}")).await }
+                })
+                .await?;
+                merge(samples.entry("floor_fresh").or_default(), m);
+            }
+            if run("sentinel_fresh") {
+                let (s, t) = (plain.clone(), tag.clone());
+                let m = phase(c, d, move |w, i| {
+                    let (s, t) = (s.clone(), t.clone());
+                    async move { sentinel_fresh(&s, format!("{t}-{w}-{i}")).await }
+                })
+                .await?;
+                merge(samples.entry("sentinel_fresh").or_default(), m);
+            }
+            if run("floor_replay") {
+                let f = floor.clone();
+                let m = phase(c, d, move |w, i| {
+                    let f = f.clone();
+                    async move {
+                        f.replay(&format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+                            .await
+                    }
+                })
+                .await?;
+                merge(samples.entry("floor_replay").or_default(), m);
+            }
+            if run("sentinel_replay") {
+                let s = plain.clone();
+                let m = phase(c, d, move |w, i| {
+                    let s = s.clone();
+                    async move {
+                        sentinel_replay(
+                            &s,
+                            format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS),
+                        )
                         .await
-                }
-            })
-            .await?;
-            merge(samples.entry("floor_replay").or_default(), m);
-            let s = plain.clone();
-            let m = phase(c, d, move |w, i| {
-                let s = s.clone();
-                async move {
-                    sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
+                    }
+                })
+                .await?;
+                merge(samples.entry("sentinel_replay").or_default(), m);
+            }
+            if run("sentinel_replay_cached") {
+                let s = cached.clone();
+                let m = phase(c, d, move |w, i| {
+                    let s = s.clone();
+                    async move {
+                        sentinel_replay(
+                            &s,
+                            format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS),
+                        )
                         .await
-                }
-            })
-            .await?;
-            merge(samples.entry("sentinel_replay").or_default(), m);
-            let s = cached.clone();
-            let m = phase(c, d, move |w, i| {
-                let s = s.clone();
-                async move {
-                    sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
-                        .await
-                }
-            })
-            .await?;
-            merge(samples.entry("sentinel_replay_cached").or_default(), m);
+                    }
+                })
+                .await?;
+                merge(samples.entry("sentinel_replay_cached").or_default(), m);
+            }
         }
         let mut made: HashMap<&str, Row> = HashMap::new();
         for name in names {
