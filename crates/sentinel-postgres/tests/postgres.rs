@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write as _};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +10,7 @@ use std::time::{Duration, Instant};
 use sentinel_core::{Error, EventKind, Outcome, Sentinel, State, StoreErrorKind};
 use sentinel_postgres::PgStore;
 use sentinel_testkit::proxy::Proxy;
+use sentinel_testkit::race;
 use support::{database_url, fresh_schema, raw_client, store_with, url_via};
 
 type Out = Outcome<u64, String>;
@@ -521,150 +519,43 @@ async fn completion_notifies_only_when_someone_waits() {
     assert_eq!(note.payload(), "7:defaultwatched");
 }
 
-const RACE_TASKS: usize = 16;
-const RACE_KEYS: usize = 50;
-
 /// 8 OS processes × 16 tasks race on 50 keys of one database: exactly one execution per key,
-/// counted in an append-only file outside Sentinel.
-///
-/// The same test binary is the worker: run with `SENTINEL_RACE_SCHEMA` set, this test plays one
-/// racing process instead.
+/// counted in an append-only file outside Sentinel. Run with `SENTINEL_RACE_SCHEMA` set, this
+/// test is one of the racing processes instead.
 #[test]
 fn processes_race_on_one_database() {
-    const PROCESSES: usize = 8;
-    if std::env::var_os("SENTINEL_RACE_SCHEMA").is_some() {
-        return race_worker();
+    const KEYS: usize = 50;
+    if let Ok(schema) = std::env::var("SENTINEL_RACE_SCHEMA") {
+        let log = std::env::var("SENTINEL_RACE_LOG").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        return rt.block_on(async move {
+            let store = PgStore::builder()
+                .url(&database_url())
+                .schema(schema)
+                .pool_size(8)
+                .build()
+                .await
+                .unwrap();
+            let s = Sentinel::builder(store).build().unwrap();
+            let _ = s.inspect("default", "warm-up").await.unwrap();
+            race::worker(|| async { race::race(&s, 16, KEYS, log.as_ref()).await }).await;
+        });
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let schema = rt.block_on(async { store_with(1).await.schema().to_owned() });
     let dir = std::env::temp_dir().join(format!("sentinel-pg-race-{schema}"));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("executions.log");
-    let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "processes_race_on_one_database",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env("SENTINEL_RACE_SCHEMA", &schema)
-                .env("SENTINEL_RACE_LOG", &log)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    // Start barrier: every child connects and reports ready, then all are released at once.
-    let mut outputs: Vec<_> = children
-        .iter_mut()
-        .map(|c| BufReader::new(c.stdout.take().unwrap()))
-        .collect();
-    for out in &mut outputs {
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "a worker died before it was ready:\n{seen}"
-            );
-            seen.push_str(&line);
-            // libtest may print "test processes_race_on_one_database ... " on the same line.
-            if line.trim_end().ends_with("race-worker-ready") {
-                break;
-            }
-        }
-    }
-    for c in &mut children {
-        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    }
-    let mut busy = 0usize;
-    for (mut c, mut out) in children.into_iter().zip(outputs) {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        assert!(c.wait().unwrap().success(), "a worker failed:\n{rest}");
-        busy += rest
-            .lines()
-            .find_map(|l| l.split_once("busy=").map(|(_, n)| n))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-            .expect("worker printed no busy count");
-    }
-    let text = std::fs::read_to_string(&log).unwrap();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for line in text.lines() {
-        *counts.entry(line).or_default() += 1;
-    }
-    std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(counts.len(), RACE_KEYS, "every key ran");
-    assert!(
-        counts.values().all(|c| *c == 1),
-        "a key ran twice: {counts:?}"
+    let busy = race::race_processes(
+        "processes_race_on_one_database",
+        8,
+        &[
+            ("SENTINEL_RACE_SCHEMA", &schema),
+            ("SENTINEL_RACE_LOG", log.to_str().unwrap()),
+        ],
     );
-    assert!(busy > 0, "no contention happened: the test proved nothing");
-}
-
-/// The child side of `processes_race_on_one_database`.
-fn race_worker() {
-    let schema =
-        std::env::var("SENTINEL_RACE_SCHEMA").expect("run by processes_race_on_one_database");
-    let log = std::env::var("SENTINEL_RACE_LOG").unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let store = PgStore::builder()
-            .url(&database_url())
-            .schema(schema)
-            .pool_size(8)
-            .build()
-            .await
-            .unwrap();
-        let s = Sentinel::builder(store).build().unwrap();
-        let _ = s.inspect("default", "warm-up").await.unwrap();
-        println!("race-worker-ready");
-        std::io::stdout().flush().unwrap();
-        let mut go = String::new();
-        std::io::stdin().read_line(&mut go).unwrap();
-        let log = Arc::new(log);
-        let mut tasks = Vec::new();
-        for t in 0..RACE_TASKS {
-            let (s, log) = (s.clone(), log.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut busy = 0;
-                for i in 0..RACE_KEYS {
-                    let key = format!("key-{}", (i * 7 + t) % RACE_KEYS);
-                    let (k, log) = (key.clone(), log.clone());
-                    let out: Out = s
-                        .once(&key)
-                        .run(|_| async move {
-                            let mut f = std::fs::OpenOptions::new()
-                                .create(true)
-                                .append(true)
-                                .open(&*log)
-                                .unwrap();
-                            f.write_all(format!("{k}\n").as_bytes()).unwrap();
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            Ok(1)
-                        })
-                        .await
-                        .unwrap();
-                    match out {
-                        Outcome::Running { .. } => busy += 1,
-                        Outcome::Completed { .. } => {}
-                        other => panic!("unexpected {other:?}"),
-                    }
-                }
-                busy
-            }));
-        }
-        let mut busy = 0;
-        for t in tasks {
-            busy += t.await.unwrap();
-        }
-        println!("busy={busy}");
-        std::io::stdout().flush().unwrap();
-    });
+    race::assert_each_key_ran_once(&log, KEYS, busy);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Records list by state with the server's clock, and stats count uncertain ones.

@@ -1,15 +1,14 @@
 //! SQLite-specific behaviour: several OS processes on one file, a killed process, replays
 //! without the write lock, and bad files.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sentinel_core::{Error, Outcome, Sentinel, State, StoreErrorKind, UncertainReason};
 use sentinel_sqlite::SqliteStore;
+use sentinel_testkit::race;
 
 type Out = Outcome<u64, String>;
 
@@ -54,117 +53,35 @@ fn wait_for(out: &mut impl BufRead, marker: &str) -> String {
     }
 }
 
-const TASKS: usize = 16;
-const KEYS: usize = 50;
-
 /// 8 OS processes × 16 tasks race on 50 keys of one file: one execution per key (counted in an
-/// append-only file), contention really happened, and no "database is locked" reached a caller.
-/// Run with `SENTINEL_SQLITE_RACE_DB` set, this test is one of the racing processes.
+/// append-only file), contention really happened, and no "database is locked" reached a caller
+/// (any error fails a worker). Run with `SENTINEL_SQLITE_RACE_DB` set, this test is one of the
+/// racing processes, which open (and create) the file at the same time.
 #[test]
 fn processes_race_on_one_file() {
+    const KEYS: usize = 50;
     if let Ok(db) = std::env::var("SENTINEL_SQLITE_RACE_DB") {
-        return race_worker(&db, &std::env::var("SENTINEL_SQLITE_RACE_LOG").unwrap());
+        let log = std::env::var("SENTINEL_SQLITE_RACE_LOG").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        return rt.block_on(async move {
+            let s = Sentinel::builder(SqliteStore::open(db).await.unwrap())
+                .build()
+                .unwrap();
+            race::worker(|| async { race::race(&s, 16, KEYS, log.as_ref()).await }).await;
+        });
     }
     let dir = temp_dir("race");
     let (db, log) = (dir.join("race.db"), dir.join("executions.log"));
-    let (db_s, log_s) = (db.to_str().unwrap(), log.to_str().unwrap());
-    // The processes open (and create) the file at the same time.
-    let mut children: Vec<_> = (0..8)
-        .map(|_| {
-            spawn_self(
-                "processes_race_on_one_file",
-                &[
-                    ("SENTINEL_SQLITE_RACE_DB", db_s),
-                    ("SENTINEL_SQLITE_RACE_LOG", log_s),
-                ],
-            )
-        })
-        .collect();
-    let mut outs: Vec<_> = children
-        .iter_mut()
-        .map(|c| BufReader::new(c.stdout.take().unwrap()))
-        .collect();
-    for out in &mut outs {
-        wait_for(out, "race-worker-ready");
-    }
-    for c in &mut children {
-        c.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    }
-    let mut busy = 0usize;
-    for (mut c, mut out) in children.into_iter().zip(outs) {
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        assert!(c.wait().unwrap().success(), "a worker failed:\n{rest}");
-        busy += rest
-            .lines()
-            .find_map(|l| l.split_once("busy=").map(|(_, n)| n))
-            .and_then(|n| n.trim().parse::<usize>().ok())
-            .expect("worker printed no busy count");
-    }
-    let text = std::fs::read_to_string(&log).unwrap();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for line in text.lines() {
-        *counts.entry(line).or_default() += 1;
-    }
-    std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(counts.len(), KEYS, "every key ran");
-    assert!(
-        counts.values().all(|c| *c == 1),
-        "a key ran twice: {counts:?}"
+    let busy = race::race_processes(
+        "processes_race_on_one_file",
+        8,
+        &[
+            ("SENTINEL_SQLITE_RACE_DB", db.to_str().unwrap()),
+            ("SENTINEL_SQLITE_RACE_LOG", log.to_str().unwrap()),
+        ],
     );
-    assert!(busy > 0, "no contention happened: the test proved nothing");
-}
-
-fn race_worker(db: &str, log: &str) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let log = Arc::new(log.to_owned());
-    rt.block_on(async move {
-        let s = Sentinel::builder(SqliteStore::open(db).await.unwrap())
-            .build()
-            .unwrap();
-        println!("race-worker-ready");
-        std::io::stdout().flush().unwrap();
-        let mut go = String::new();
-        std::io::stdin().read_line(&mut go).unwrap();
-        let mut tasks = Vec::new();
-        for t in 0..TASKS {
-            let (s, log) = (s.clone(), log.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut busy = 0;
-                for i in 0..KEYS {
-                    let key = format!("key-{}", (i * 7 + t) % KEYS);
-                    let (k, log) = (key.clone(), log.clone());
-                    // Any error, "database is locked" included, fails the worker.
-                    let out: Out = s
-                        .once(&key)
-                        .run(|_| async move {
-                            let mut f = std::fs::OpenOptions::new()
-                                .create(true)
-                                .append(true)
-                                .open(&*log)
-                                .unwrap();
-                            f.write_all(format!("{k}\n").as_bytes()).unwrap();
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            Ok(1)
-                        })
-                        .await
-                        .unwrap();
-                    match out {
-                        Outcome::Running { .. } => busy += 1,
-                        Outcome::Completed { .. } => {}
-                        other => panic!("unexpected {other:?}"),
-                    }
-                }
-                busy
-            }));
-        }
-        let mut busy = 0;
-        for t in tasks {
-            busy += t.await.unwrap();
-        }
-        println!("busy={busy}");
-        std::io::stdout().flush().unwrap();
-    });
+    race::assert_each_key_ran_once(&log, KEYS, busy);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A process killed with SIGKILL mid-execution leaves its key running until the ttl passes, then

@@ -5,7 +5,6 @@
 //! a single-threaded nextest group.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use sentinel_core::{
     Disposition, Error, EventKind, FailurePolicy, FencingToken, LeaseLost, NotRecordedReason,
     Outcome, Owner, ResultKind, Sentinel, State, StoredResult, UncertainReason,
 };
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::oneshot;
 
 use crate::FaultStore;
 
@@ -1172,58 +1171,10 @@ pub async fn concurrent_callers_run_each_key_once(store: Arc<dyn Store>) {
         Owner::current().attempt
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let log = Arc::new(dir.join("executions.log"));
-    let barrier = Arc::new(Barrier::new(TASKS));
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let (s, barrier, log) = (s.clone(), barrier.clone(), log.clone());
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let mut busy = 0usize;
-            for i in 0..KEYS {
-                let key = format!("key-{}", (i + t) % KEYS);
-                let log = log.clone();
-                let k = key.clone();
-                let out: Out = s
-                    .once(&key)
-                    .run(|_| async move {
-                        let mut f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&*log)
-                            .unwrap();
-                        // One write(2) per line: O_APPEND keeps whole lines apart.
-                        f.write_all(format!("{k}\n").as_bytes()).unwrap();
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok(1)
-                    })
-                    .await
-                    .unwrap();
-                match out {
-                    Outcome::Running { .. } => busy += 1,
-                    Outcome::Completed { .. } => {}
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            busy
-        }));
-    }
-    let mut busy = 0;
-    for t in tasks {
-        busy += t.await.unwrap();
-    }
-    let text = std::fs::read_to_string(&*log).unwrap();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for line in text.lines() {
-        *counts.entry(line).or_default() += 1;
-    }
+    let log = dir.join("executions.log");
+    let busy = crate::race::race(&s, TASKS, KEYS, &log).await;
+    crate::race::assert_each_key_ran_once(&log, KEYS, busy);
     std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(counts.len(), KEYS, "every key ran");
-    assert!(
-        counts.values().all(|c| *c == 1),
-        "a key ran twice: {counts:?}"
-    );
-    assert!(busy > 0, "no contention happened: the test proved nothing");
 }
 
 /// `wait` blocks while another worker runs the key and returns its replay.

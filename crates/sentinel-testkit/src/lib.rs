@@ -10,6 +10,7 @@
 pub mod conformance;
 mod fault;
 pub mod proxy;
+pub mod race;
 
 pub use fault::{FaultStore, Faults};
 
