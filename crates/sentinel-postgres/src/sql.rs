@@ -76,12 +76,12 @@ impl Sql {
                                               e.hard_expires_at),
                      updated_at = now()
                  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-                      AS t(namespace, key, token, ttl_ms)
+                      WITH ORDINALITY AS t(namespace, key, token, ttl_ms, ord)
                  WHERE e.namespace = t.namespace AND e.key = t.key AND e.fencing_token = t.token
                    -- clock_timestamp(), not now(): after a lock wait, a lease that expired
                    -- meanwhile must not be renewed.
                    AND e.state = 'running' AND e.lease_expires_at > clock_timestamp()
-                 RETURNING e.namespace, e.key, e.fencing_token, e.lease_expires_at"
+                 RETURNING t.ord, e.lease_expires_at"
             ),
             complete: format!(
                 "WITH upd AS (

@@ -1,6 +1,5 @@
 //! `PgStore`: the `Store` trait on PostgreSQL.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -730,27 +729,18 @@ impl Store for PgStore {
             }
             Err(_) => return Err(error::timeout("heartbeat")),
         };
-        let mut renewed: HashMap<(String, String, i64), SystemTime> = HashMap::new();
+        // Rows come back by input position (1-based `ord`), so no key is copied or hashed.
+        let mut renewed: Vec<Option<SystemTime>> = vec![None; renewals.len()];
         for row in rows {
             let c = |e: tokio_postgres::Error| error::corrupt(format!("unexpected row shape: {e}"));
-            renewed.insert(
-                (
-                    row.try_get(0).map_err(c)?,
-                    row.try_get(1).map_err(c)?,
-                    row.try_get(2).map_err(c)?,
-                ),
-                row.try_get(3).map_err(c)?,
-            );
+            let ord: i64 = row.try_get(0).map_err(c)?;
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| renewed.get_mut(i))
+                .ok_or_else(|| error::corrupt(format!("heartbeat returned position {ord}")))?;
+            *slot = Some(row.try_get(1).map_err(c)?);
         }
-        Ok(renewals
-            .iter()
-            .zip(tokens)
-            .map(|(r, t)| {
-                renewed
-                    .get(&(r.namespace.clone(), r.key.clone(), t))
-                    .copied()
-            })
-            .collect())
+        Ok(renewed)
     }
 
     async fn complete(&self, c: &Completion) -> Result<Write, StoreError> {
