@@ -467,24 +467,25 @@ async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
                 merge(samples.entry("sentinel_replay_cached").or_default(), m);
             }
         }
+        // Only what was measured (see --phases); ratios only where the floor was measured too.
         let mut made: HashMap<&str, Row> = HashMap::new();
         for name in names {
-            let mut row = samples
-                .get_mut(name)
-                .map_or_else(|| Samples::default().row(name, c), |s| s.row(name, c));
-            row.statements_per_op = counts.get(name).copied();
-            made.insert(name, row);
+            if let Some(m) = samples.get_mut(name) {
+                let mut row = m.row(name, c);
+                row.statements_per_op = counts.get(name).copied();
+                made.insert(name, row);
+            }
         }
-        let fresh_floor = made["floor_fresh"].ops_per_sec;
-        let replay_floor = made["floor_replay"].ops_per_sec;
+        let fresh_floor = made.get("floor_fresh").map(|r| r.ops_per_sec);
+        let replay_floor = made.get("floor_replay").map(|r| r.ops_per_sec);
         for name in names {
-            let mut row = made
-                .remove(name)
-                .unwrap_or_else(|| Samples::default().row(name, c));
+            let Some(mut row) = made.remove(name) else {
+                continue;
+            };
             row.ratio_to_floor = match name {
-                "sentinel_fresh" => Some(row.ops_per_sec / fresh_floor),
+                "sentinel_fresh" => fresh_floor.map(|f| row.ops_per_sec / f),
                 "sentinel_replay" | "sentinel_replay_cached" => {
-                    Some(row.ops_per_sec / replay_floor)
+                    replay_floor.map(|f| row.ops_per_sec / f)
                 }
                 _ => None,
             };
