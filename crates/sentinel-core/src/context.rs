@@ -54,6 +54,7 @@ pub struct ExecutionContext {
     token: FencingToken,
     ttl: Duration,
     lost: watch::Receiver<Option<LeaseLost>>,
+    not_started: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ExecutionContext {
@@ -70,7 +71,20 @@ impl ExecutionContext {
             token,
             ttl,
             lost,
+            not_started: std::sync::Arc::default(),
         }
+    }
+
+    /// Declares that the work did not start (e.g. the program to run could not be executed):
+    /// if the function then returns an error, the key is released whatever the failure policy,
+    /// so that the next caller runs. Has no effect on a success, nor once the lease is lost.
+    pub fn mark_not_started(&self) {
+        self.not_started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn did_not_start(&self) -> bool {
+        self.not_started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The key being executed.

@@ -859,7 +859,7 @@ impl Sentinel {
             // release nor record applies. A success is still stored: the work did finish.
             Err(error) => match policy_after(plan.policy, &execution.ctx) {
                 FailurePolicy::Uncertain => {
-                    self.mark_uncertain(plan, token, UncertainReason::Failed)
+                    self.mark_uncertain(plan, token, failure_reason(&execution.ctx))
                         .await;
                     Ok(Outcome::Failed {
                         error,
@@ -1088,8 +1088,19 @@ impl Sentinel {
 fn policy_after(policy: FailurePolicy, ctx: &ExecutionContext) -> FailurePolicy {
     if ctx.is_lease_lost() {
         FailurePolicy::Uncertain
+    } else if ctx.did_not_start() {
+        FailurePolicy::Release
     } else {
         policy
+    }
+}
+
+/// Why a failure left the key uncertain: the lease loss when there was one.
+fn failure_reason(ctx: &ExecutionContext) -> UncertainReason {
+    match ctx.lease_lost_reason() {
+        Some(crate::LeaseLost::CeilingPassed) => UncertainReason::CeilingPassed,
+        Some(_) => UncertainReason::OwnerDied,
+        None => UncertainReason::Failed,
     }
 }
 

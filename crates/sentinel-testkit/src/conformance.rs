@@ -285,6 +285,31 @@ pub async fn failure_under_record_policy_is_replayed(store: Arc<dyn Store>) {
     );
 }
 
+/// A function that declares it did not start releases the key on failure, whatever the policy.
+pub async fn failure_before_start_releases_the_key(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    let out: Out = s
+        .once("k")
+        .on_failure(FailurePolicy::Record)
+        .run(|ctx| async move {
+            ctx.mark_not_started();
+            Err("no such program".to_string())
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Failed {
+                disposition: Disposition::Released,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(s.inspect("default", "k").await.unwrap().is_none());
+}
+
 /// A panic inside the function leaves the key uncertain (reason `panicked`).
 pub async fn panic_leaves_key_uncertain(store: Arc<dyn Store>) {
     let s = sentinel(store);
@@ -577,6 +602,7 @@ pub async fn timing_failure_after_lease_loss_is_uncertain(store: Arc<dyn Store>)
         );
         let record = s.inspect("default", key).await.unwrap().unwrap();
         assert_eq!(record.state, State::Uncertain, "{key}");
+        assert_eq!(record.reason, Some(UncertainReason::CeilingPassed), "{key}");
         assert!(
             record.result.is_none(),
             "{key}: a failure after lease loss was recorded"
@@ -1353,6 +1379,7 @@ macro_rules! conformance_tests {
             failure_under_release_policy_lets_next_caller_run,
             failure_under_record_policy_is_replayed,
             panic_leaves_key_uncertain,
+            failure_before_start_releases_the_key,
             cancellation_leaves_key_uncertain,
             timing_expired_lease_makes_key_uncertain,
             timing_heartbeat_keeps_lease_alive,
