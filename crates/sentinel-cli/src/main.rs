@@ -20,6 +20,13 @@ use crate::cli::{Cli, Command, StateArg};
 use crate::store::{EXIT_REFUSED, Failure, fail};
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == run::WATCHDOG_ARG)
+    {
+        run::watchdog();
+        return ExitCode::SUCCESS;
+    }
     let default_db = store::default_sqlite_path().map_or_else(
         || "(no state directory: set XDG_STATE_HOME or HOME)".to_owned(),
         |p| p.display().to_string(),
