@@ -79,9 +79,12 @@ impl SqliteStoreBuilder {
                 .filter(|p| !p.as_os_str().is_empty());
             if let Some(dir) = parent {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "cannot create the directory {} for the SQLite database: {e}",
-                        dir.display()
+                    Error::Store(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        format!(
+                            "cannot create the directory {} for the SQLite database: {e}",
+                            dir.display()
+                        ),
                     ))
                 })?;
             }
@@ -94,10 +97,25 @@ impl SqliteStoreBuilder {
         }
         let threads = if memory { 1 } else { self.threads };
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        // The heartbeat has a connection and thread of its own, so that renewals never queue
+        // behind claims waiting for another process's lock (a private in-memory database has
+        // only one connection, which it then shares).
+        let (heartbeat_tx, heartbeat_rx) = if memory {
+            (tx.clone(), None)
+        } else {
+            let (t, r) = mpsc::channel::<Job>();
+            (t, Some(r))
+        };
+        let queues = std::iter::repeat_with({
+            let rx = Arc::new(Mutex::new(rx));
+            move || rx.clone()
+        })
+        .take(threads)
+        .chain(heartbeat_rx.map(|r| Arc::new(Mutex::new(r))));
         let (ready_tx, ready_rx) = mpsc::channel();
-        for i in 0..threads {
-            let (rx, ready_tx, settings) = (rx.clone(), ready_tx.clone(), self.clone());
+        let mut started = 0;
+        for (i, rx) in queues.enumerate() {
+            let (ready_tx, settings) = (ready_tx.clone(), self.clone());
             std::thread::Builder::new()
                 .name(format!("sentinel-sqlite-{i}"))
                 .spawn(move || {
@@ -117,29 +135,51 @@ impl SqliteStoreBuilder {
                                 rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             guard.recv()
                         };
-                        match job {
-                            Ok(job) => job(&mut conn),
-                            Err(_) => return, // the store was dropped
-                        }
+                        let Ok(job) = job else {
+                            return; // the store was dropped
+                        };
+                        // A panicking job must not take the thread (and its connection) with
+                        // it: its caller sees the dropped reply as an error; the open
+                        // transaction, if any, rolls back when dropped.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job(&mut conn);
+                        }));
                     }
                 })
-                .map_err(|e| Error::InvalidInput(format!("cannot start a SQLite thread: {e}")))?;
+                .map_err(|e| {
+                    Error::Store(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        format!("cannot start a SQLite thread: {e}"),
+                    ))
+                })?;
+            started += 1;
         }
         drop(ready_tx);
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 jobs: Mutex::new(tx),
+                heartbeat_jobs: Mutex::new(heartbeat_tx),
                 path: self.path.clone(),
                 changed: Mutex::default(),
             }),
         };
         // Every connection must open; the first error is the user's.
         let ready = tokio::task::spawn_blocking(move || {
-            (0..threads).try_for_each(|_| ready_rx.recv().unwrap_or(Ok(())))
+            (0..started).try_for_each(|_| {
+                ready_rx.recv().unwrap_or_else(|_| {
+                    Err(Error::Store(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        "a SQLite thread died while opening the database",
+                    )))
+                })
+            })
         });
-        ready
-            .await
-            .map_err(|e| Error::InvalidInput(format!("SQLite start-up failed: {e}")))??;
+        ready.await.map_err(|e| {
+            Error::Store(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("SQLite start-up failed: {e}"),
+            ))
+        })??;
         let path = self.path.clone();
         store
             .run(move |conn| match schema::migrate(conn) {
@@ -210,6 +250,7 @@ pub struct SqliteStore {
 
 struct Inner {
     jobs: Mutex<mpsc::Sender<Job>>,
+    heartbeat_jobs: Mutex<mpsc::Sender<Job>>,
     path: String,
     /// In-process waiters; waiters in other processes poll.
     changed: Mutex<HashMap<Id, Arc<Notify>>>,
@@ -427,13 +468,19 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.run_on(&self.inner.jobs, f).await
+    }
+
+    async fn run_on<R: Send + 'static>(
+        &self,
+        queue: &Mutex<mpsc::Sender<Job>>,
+        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
         });
-        let sent = self
-            .inner
-            .jobs
+        let sent = queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job);
@@ -540,7 +587,8 @@ impl Store for SqliteStore {
 
     async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
         let renewals = renewals.to_vec();
-        self.with("heartbeat", move |conn| {
+        let path = self.inner.path.clone();
+        self.run_on(&self.inner.heartbeat_jobs, move |conn| {
             write(conn, |tx, now| {
                 let mut stmt = tx.prepare_cached(
                     "UPDATE executions
@@ -561,6 +609,7 @@ impl Store for SqliteStore {
                     })
                     .collect()
             })
+            .map_err(|e| map(&path, "heartbeat", &e))
         })
         .await
     }
