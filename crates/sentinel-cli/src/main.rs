@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 use sentinel::store::{ListQuery, OperatorAction, PruneQuery, Resolution};
-use sentinel::{Error, FencingToken, ResultKind, State, StoredResult};
+use sentinel::{FencingToken, ResultKind, State, StoredResult};
 
 use crate::cli::{Cli, Command, StateArg};
 use crate::store::{EXIT_REFUSED, Failure, fail};
@@ -112,6 +112,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             0
         }
         Command::History { key, json, limit } => {
+            sentinel::validate_key(&key).map_err(|e| fail(e, &url))?;
             let events = s
                 .history(&ns, &key, limit)
                 .await
@@ -231,10 +232,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             0
         }
         Command::Forget { key, reason } => {
-            s.forget(&action(&key, reason)).await.map_err(|e| match e {
-                e @ Error::Refused { .. } => fail(e, &url),
-                e => fail(e, &url),
-            })?;
+            s.forget(&action(&key, reason))
+                .await
+                .map_err(|e| fail(e, &url))?;
             eprintln!("sentinel: key {key} forgotten; it may run again");
             0
         }

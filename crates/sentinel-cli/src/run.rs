@@ -127,8 +127,6 @@ fn describe(why: LeaseLost) -> &'static str {
     }
 }
 
-/// Runs the child on a thread of its own that lives until the child is reaped: the child's
-/// PR_SET_PDEATHSIG fires when that *thread* exits, so it must not be a pooled one.
 /// How the child ended, with what it wrote.
 type Finished = (
     std::io::Result<std::process::ExitStatus>,
@@ -136,8 +134,11 @@ type Finished = (
     Captured,
 );
 
+/// Runs the child on a thread of its own that lives until the child is reaped: the child's
+/// PR_SET_PDEATHSIG fires when that *thread* exits, so it must not be a pooled one.
 fn spawn_child(
     program: PathBuf,
+    arg0: OsString,
     args: Vec<OsString>,
     env: Vec<(&'static str, String)>,
     own_group: bool,
@@ -152,7 +153,9 @@ fn spawn_child(
         .name("sentinel-child".into())
         .spawn(move || {
             let mut cmd = std::process::Command::new(&program);
-            cmd.args(&args)
+            // The command sees the name it was given, not the path it was found at.
+            cmd.arg0(&arg0)
+                .args(&args)
                 .envs(env)
                 .stdin(Stdio::inherit())
                 .stdout(Stdio::piped())
@@ -370,6 +373,7 @@ fn has_exited(pid: Pid) -> bool {
 async fn execute(
     ctx: ExecutionContext,
     program: PathBuf,
+    arg0: OsString,
     args: Vec<OsString>,
     stopped: Arc<AtomicBool>,
     mut signals: Signals,
@@ -382,7 +386,7 @@ async fn execute(
     ];
     let to_value = |r: RunResult| serde_json::to_value(r).unwrap_or(Value::Null);
     let own_group = !std::io::stdin().is_terminal();
-    let (pid_rx, mut done_rx) = spawn_child(program, args, env, own_group);
+    let (pid_rx, mut done_rx) = spawn_child(program, arg0, args, env, own_group);
     let pid = match pid_rx.await {
         Ok(Ok(pid)) => pid,
         Ok(Err(e)) => {
@@ -559,7 +563,7 @@ pub(crate) async fn run(
     let stopped = Arc::new(AtomicBool::new(false));
     let flag = stopped.clone();
     let outcome = once
-        .run(move |ctx| execute(ctx, program, rest, flag, signals))
+        .run(move |ctx| execute(ctx, program, first, rest, flag, signals))
         .await;
     let key = &args.key;
     let stopped_here = stopped.load(Ordering::SeqCst)

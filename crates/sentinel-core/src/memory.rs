@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::store::{
     ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
-    PruneQuery, Renewal, Resolution, Store, StoreStats, Write,
+    PruneQuery, Renewal, Resolution, Store, StoreStats, Write, forget_notifier,
 };
 use crate::{
     Event, EventKind, FencingToken, Record, ResultKind, State, StoreError, StoredRow,
@@ -474,6 +474,7 @@ impl Store for MemoryStore {
         if still_running {
             let _ = tokio::time::timeout(timeout, notified).await;
         }
+        forget_notifier(&self.inner.changed, &id, &notify);
         Ok(())
     }
 

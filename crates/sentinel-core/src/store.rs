@@ -332,3 +332,22 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// For stores that signal in-process waiters through a map of `Notify`s: removes `notify` from
+/// the map once its last waiter is done (the map and the caller hold the only references), so
+/// that keys nobody waits on any more do not accumulate.
+pub fn forget_notifier<K: std::hash::Hash + Eq>(
+    map: &std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<tokio::sync::Notify>>>,
+    key: &K,
+    notify: &std::sync::Arc<tokio::sync::Notify>,
+) {
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let unused = map
+        .get(key)
+        .is_some_and(|n| std::sync::Arc::ptr_eq(n, notify) && std::sync::Arc::strong_count(n) == 2);
+    if unused {
+        map.remove(key);
+    }
+}

@@ -1049,7 +1049,7 @@ impl Store for SqliteStore {
             .changed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(id)
+            .entry(id.clone())
             .or_default()
             .clone();
         let notified = notify.notified();
@@ -1063,6 +1063,7 @@ impl Store for SqliteStore {
             // Changes by other processes are seen when this times out and the engine re-reads.
             let _ = tokio::time::timeout(timeout, notified).await;
         }
+        sentinel_core::store::forget_notifier(&self.inner.changed, &id, &notify);
         Ok(())
     }
 
