@@ -1229,6 +1229,10 @@ pub async fn waiting_caller_gets_the_replay(store: Arc<dyn Store>) {
     // Without a timeout the waiter sees Running immediately.
     let busy: Out = s.once("k").run(|_| async { Ok(0) }).await.unwrap();
     assert!(matches!(busy, Outcome::Running { .. }));
+    // The waiter is still waiting (the work cannot finish before `finish_tx`): it was not
+    // answered `Running` and it did not run the function.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "the waiter returned while the key was running");
     finish_tx.send(()).unwrap();
     assert!(worker.await.unwrap().unwrap().ran_here());
     let out = waiter.await.unwrap().unwrap();
