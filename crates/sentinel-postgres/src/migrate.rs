@@ -120,14 +120,16 @@ pub(crate) async fn run(
 
 /// Checks that the schema exists at the version this build knows.
 pub(crate) async fn check(client: &tokio_postgres::Client, schema: &str) -> Result<(), StoreError> {
-    let row = client
-        .query_opt(
+    // Unnamed statements (query_typed): safe behind any pooler.
+    let name = format!("{schema}.migrations");
+    let rows = client
+        .query_typed(
             "SELECT to_regclass($1::text) IS NOT NULL",
-            &[&format!("{schema}.migrations")],
+            &[(&name, tokio_postgres::types::Type::TEXT)],
         )
         .await
         .map_err(|e| map(Phase::Execute, "schema check", e))?;
-    let exists = row.is_some_and(|r| r.get::<_, bool>(0));
+    let exists = rows.first().is_some_and(|r| r.get::<_, bool>(0));
     if !exists {
         return Err(StoreError::new(
             StoreErrorKind::Schema,
@@ -137,13 +139,14 @@ pub(crate) async fn check(client: &tokio_postgres::Client, schema: &str) -> Resu
         ));
     }
     let version: Option<i32> = client
-        .query_one(
+        .query_typed(
             &format!("SELECT max(version) FROM {schema}.migrations"),
             &[],
         )
         .await
         .map_err(|e| map(Phase::Execute, "schema check", e))?
-        .get(0);
+        .first()
+        .and_then(|r| r.get(0));
     match version {
         Some(v) if v == SCHEMA_VERSION => Ok(()),
         Some(v) if v > SCHEMA_VERSION => Err(StoreError::new(

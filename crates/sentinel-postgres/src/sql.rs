@@ -1,6 +1,15 @@
 //! The statements, built once per schema. Every statement is one round trip; events are written
 //! by data-modifying CTEs of the transition's own statement.
 
+use tokio_postgres::types::Type;
+
+const TEXT: Type = Type::TEXT;
+const INT8: Type = Type::INT8;
+const BYTEA: Type = Type::BYTEA;
+const BOOL: Type = Type::BOOL;
+const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
+const INT8_ARRAY: Type = Type::INT8_ARRAY;
+
 /// Columns of a record, in the order `row::record` reads them (after a leading `now()`).
 const COLS: &str = "namespace, key, state, fencing_token, owner_host, owner_pid, owner_attempt, \
     operator, fingerprint, lease_expires_at, hard_expires_at, created_at, updated_at, \
@@ -16,24 +25,36 @@ const NAMES: &str = "namespace, key, state, fencing_token, owner_host, owner_pid
 const DERIVED_STATE: &str = "CASE WHEN state = 'running' AND (lease_expires_at IS NULL \
     OR lease_expires_at <= now()) THEN 'uncertain' ELSE state END";
 
+/// A statement and the types of its parameters (needed to run it unnamed, in one round trip).
+pub(crate) struct Stmt {
+    pub(crate) sql: String,
+    pub(crate) types: &'static [Type],
+}
+
+impl Stmt {
+    fn new(types: &'static [Type], sql: String) -> Self {
+        Self { sql, types }
+    }
+}
+
 pub(crate) struct Sql {
     pub(crate) channel: String,
-    pub(crate) claim: String,
-    pub(crate) heartbeat: String,
-    pub(crate) complete: String,
-    pub(crate) release: String,
-    pub(crate) mark_uncertain: String,
-    pub(crate) load: String,
-    pub(crate) list: String,
-    pub(crate) history: String,
-    pub(crate) reconcile: String,
-    pub(crate) resolve_complete: String,
-    pub(crate) resolve_reset: String,
-    pub(crate) forget: String,
-    pub(crate) prune: String,
-    pub(crate) add_waiter: String,
-    pub(crate) remove_waiter: String,
-    pub(crate) stats: String,
+    pub(crate) claim: Stmt,
+    pub(crate) heartbeat: Stmt,
+    pub(crate) complete: Stmt,
+    pub(crate) release: Stmt,
+    pub(crate) mark_uncertain: Stmt,
+    pub(crate) load: Stmt,
+    pub(crate) list: Stmt,
+    pub(crate) history: Stmt,
+    pub(crate) reconcile: Stmt,
+    pub(crate) resolve_complete: Stmt,
+    pub(crate) resolve_reset: Stmt,
+    pub(crate) forget: Stmt,
+    pub(crate) prune: Stmt,
+    pub(crate) add_waiter: Stmt,
+    pub(crate) remove_waiter: Stmt,
+    pub(crate) stats: Stmt,
 }
 
 impl Sql {
@@ -48,7 +69,9 @@ impl Sql {
             )
         };
         Self {
-            claim: format!(
+            claim: Stmt::new(
+                &[TEXT, TEXT, TEXT, INT8, TEXT, BYTEA, INT8, INT8],
+                format!(
                 "WITH cur AS (
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), ins AS (
@@ -69,8 +92,11 @@ impl Sql {
                 SELECT now(), true AS acquired, {NAMES} FROM ins
                 UNION ALL
                 SELECT now(), false, {NAMES} FROM cur"
+                ),
             ),
-            heartbeat: format!(
+            heartbeat: Stmt::new(
+                &[TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY],
+                format!(
                 "UPDATE {s}.executions e
                  SET lease_expires_at = LEAST(clock_timestamp() + t.ttl_ms * interval '1 millisecond',
                                               e.hard_expires_at),
@@ -82,8 +108,11 @@ impl Sql {
                    -- meanwhile must not be renewed.
                    AND e.state = 'running' AND e.lease_expires_at > clock_timestamp()
                  RETURNING t.ord, e.lease_expires_at"
+                ),
             ),
-            complete: format!(
+            complete: Stmt::new(
+                &[TEXT, TEXT, INT8, TEXT, TEXT, INT8],
+                format!(
                 "WITH upd AS (
                     UPDATE {s}.executions
                     SET state = 'completed', result_kind = $4, result = $5::text::json,
@@ -101,8 +130,11 @@ impl Sql {
                 ), {notify_upd}
                 SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
                 notify_upd = notify("upd")
+                ),
             ),
-            release: format!(
+            release: Stmt::new(
+                &[TEXT, TEXT, INT8],
+                format!(
                 "WITH del AS (
                     DELETE FROM {s}.executions
                     WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'running'
@@ -117,8 +149,11 @@ impl Sql {
                 ), {notify_del}
                 SELECT (SELECT count(*) FROM notified) FROM del",
                 notify_del = notify("del")
+                ),
             ),
-            mark_uncertain: format!(
+            mark_uncertain: Stmt::new(
+                &[TEXT, TEXT, INT8, TEXT],
+                format!(
                 "WITH upd AS (
                     UPDATE {s}.executions
                     SET state = 'uncertain', reason = $4, updated_at = now(),
@@ -134,23 +169,35 @@ impl Sql {
                 ), {notify_upd}
                 SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
                 notify_upd = notify("upd")
+                ),
             ),
-            load: format!(
+            load: Stmt::new(
+                &[TEXT, TEXT],
+                format!(
                 "SELECT now(), {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2"
+                ),
             ),
-            list: format!(
+            list: Stmt::new(
+                &[TEXT, TEXT, TEXT, TEXT, INT8],
+                format!(
                 "SELECT now(), {COLS} FROM {s}.executions
                  WHERE ($1::text IS NULL OR namespace = $1)
                    AND ($2::text IS NULL OR (namespace, key) > ($2::text, $3::text))
                    AND ($4::text IS NULL OR {DERIVED_STATE} = $4::text)
                  ORDER BY namespace, key
                  LIMIT $5"
+                ),
             ),
-            history: format!(
+            history: Stmt::new(
+                &[TEXT, TEXT, INT8],
+                format!(
                 "SELECT event, fencing_token, owner_host, owner_pid, owner_attempt, actor, reason, at
                  FROM {s}.events WHERE namespace = $1 AND key = $2 ORDER BY id LIMIT $3"
+                ),
             ),
-            reconcile: format!(
+            reconcile: Stmt::new(
+                &[TEXT, TEXT, TEXT, TEXT, BOOL],
+                format!(
                 "WITH cur AS (
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), upd AS (
@@ -170,8 +217,11 @@ impl Sql {
                 SELECT now(), true, {NAMES} FROM upd
                 UNION ALL
                 SELECT now(), false, {NAMES} FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)"
+                ),
             ),
-            resolve_complete: format!(
+            resolve_complete: Stmt::new(
+                &[TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, INT8],
+                format!(
                 "WITH cur AS (
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), upd AS (
@@ -189,8 +239,11 @@ impl Sql {
                 UNION ALL
                 SELECT now(), false, {NAMES}, 0 FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)",
                 notify_upd = notify("upd")
+                ),
             ),
-            resolve_reset: format!(
+            resolve_reset: Stmt::new(
+                &[TEXT, TEXT, TEXT, TEXT, INT8],
+                format!(
                 "WITH cur AS (
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), del AS (
@@ -207,8 +260,11 @@ impl Sql {
                 UNION ALL
                 SELECT now(), false, {NAMES}, 0 FROM cur WHERE NOT EXISTS (SELECT 1 FROM del)",
                 notify_del = notify("del")
+                ),
             ),
-            forget: format!(
+            forget: Stmt::new(
+                &[TEXT, TEXT, TEXT, TEXT],
+                format!(
                 "WITH cur AS (
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), del AS (
@@ -220,8 +276,11 @@ impl Sql {
                     SELECT namespace, key, 'forgotten', fencing_token, $3, $4 FROM del
                 )
                 SELECT now(), EXISTS (SELECT 1 FROM del), {NAMES} FROM cur"
+                ),
             ),
-            prune: format!(
+            prune: Stmt::new(
+                &[INT8, INT8],
+                format!(
                 "WITH doomed AS (
                     SELECT namespace, key FROM {s}.executions
                     WHERE state = 'completed'
@@ -242,22 +301,32 @@ impl Sql {
                     SELECT namespace, key, 'pruned', fencing_token FROM del
                 )
                 SELECT count(*) FROM del"
+                ),
             ),
-            add_waiter: format!(
+            add_waiter: Stmt::new(
+                &[TEXT, TEXT],
+                format!(
                 "UPDATE {s}.executions SET waiters = waiters + 1
                  WHERE namespace = $1 AND key = $2 AND state = 'running'
                    AND lease_expires_at > now()
                  RETURNING fencing_token"
+                ),
             ),
-            remove_waiter: format!(
+            remove_waiter: Stmt::new(
+                &[TEXT, TEXT, INT8],
+                format!(
                 "UPDATE {s}.executions SET waiters = greatest(waiters - 1, 0)
                  WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND waiters > 0"
+                ),
             ),
-            stats: format!(
+            stats: Stmt::new(
+                &[],
+                format!(
                 "SELECT now(), count(*),
                     min(CASE WHEN state = 'running' THEN lease_expires_at ELSE updated_at END)
                  FROM {s}.executions
                  WHERE {DERIVED_STATE} IN ('uncertain', 'reconciling')"
+                ),
             ),
             channel,
         }

@@ -16,13 +16,13 @@ use sentinel_core::{
 };
 use tokio::sync::Mutex;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Socket, Statement};
 
 use crate::error::{self, Phase, map};
 use crate::listen::{self, Listener, Signal};
 use crate::migrate;
-use crate::sql::Sql;
+use crate::sql::{Sql, Stmt};
 
 /// How connections are encrypted.
 #[derive(Clone)]
@@ -137,6 +137,7 @@ pub struct PgStoreBuilder {
     pool_size: usize,
     statement_timeout: Duration,
     allow_async_commit: bool,
+    unnamed: bool,
     #[cfg(feature = "rustls")]
     tls: Option<rustls::ClientConfig>,
 }
@@ -151,6 +152,7 @@ impl Default for PgStoreBuilder {
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             allow_async_commit: false,
+            unnamed: false,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -242,6 +244,14 @@ impl PgStoreBuilder {
     #[cfg(feature = "rustls")]
     pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Runs every statement unnamed (parse, bind and execute in one round trip) instead of
+    /// caching prepared statements per connection: for PgBouncer in transaction mode before
+    /// 1.21, which cannot keep prepared statements. Costs the server a parse per statement.
+    pub fn unnamed_statements(mut self, unnamed: bool) -> Self {
+        self.unnamed = unnamed;
         self
     }
 
@@ -339,17 +349,25 @@ impl PgStoreBuilder {
                 pool,
                 connector,
                 statement_timeout: self.statement_timeout,
+                unnamed: self.unnamed,
                 heartbeat: Mutex::new(None),
                 listener: Mutex::new(None),
             }),
         };
         let client = store.client().await?;
         if !own_pool {
-            let row = client
-                .query_one("SHOW synchronous_commit", &[])
+            // The simple protocol: no prepared statement, whatever the pooler.
+            let messages = client
+                .simple_query("SHOW synchronous_commit")
                 .await
                 .map_err(|e| map(Phase::Execute, "check synchronous_commit", e))?;
-            let setting: String = row.get(0);
+            let setting = messages
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .unwrap_or_default();
             if setting == "off" && !self.allow_async_commit {
                 return Err(Error::InvalidInput(
                     "the pool's sessions run with synchronous_commit = off: a crash could lose a \
@@ -374,6 +392,7 @@ struct Inner {
     pool: Pool,
     connector: Option<PgConnector>,
     statement_timeout: Duration,
+    unnamed: bool,
     heartbeat: Mutex<Option<Reserved>>,
     listener: Mutex<Option<Arc<Listener>>>,
 }
@@ -381,7 +400,8 @@ struct Inner {
 /// The heartbeat's connection, with its statement prepared.
 struct Reserved {
     client: ReservedClient,
-    statement: Statement,
+    /// Prepared once, unless statements run unnamed.
+    statement: Option<Statement>,
 }
 
 enum ReservedClient {
@@ -513,7 +533,7 @@ impl PgStore {
     async fn query(
         &self,
         what: &str,
-        sql: &str,
+        stmt: &Stmt,
         params: Params<'_>,
     ) -> Result<Vec<Row>, StoreError> {
         let deadline = tokio::time::Instant::now() + self.inner.statement_timeout;
@@ -526,11 +546,23 @@ impl PgStore {
         let client = tokio::time::timeout_at(deadline, self.client())
             .await
             .map_err(|_| unavailable())??;
-        let statement = tokio::time::timeout_at(deadline, client.prepare_cached(sql))
-            .await
-            .map_err(|_| unavailable())?
-            .map_err(|e| map(Phase::Connect, what, e))?;
-        match tokio::time::timeout_at(deadline, client.query(&statement, params)).await {
+        let rows = if self.inner.unnamed {
+            // Parse, bind and execute an unnamed statement in one round trip: nothing outlives
+            // the transaction, as PgBouncer before 1.21 (transaction mode) needs.
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+                .iter()
+                .copied()
+                .zip(stmt.types.iter().cloned())
+                .collect();
+            tokio::time::timeout_at(deadline, client.query_typed(&stmt.sql, &typed)).await
+        } else {
+            let statement = tokio::time::timeout_at(deadline, client.prepare_cached(&stmt.sql))
+                .await
+                .map_err(|_| unavailable())?
+                .map_err(|e| map(Phase::Connect, what, e))?;
+            tokio::time::timeout_at(deadline, client.query(&statement, params)).await
+        };
+        match rows {
             Ok(r) => r.map_err(|e| map(Phase::Execute, what, e)),
             Err(_) => {
                 cancel_in_background(client.cancel_token(), self.tls());
@@ -550,10 +582,17 @@ impl PgStore {
                 Some(c) => ReservedClient::Own(c.connect().await?),
                 None => ReservedClient::Pooled(self.client().await?),
             };
-            let statement = client
-                .prepare(&self.inner.sql.heartbeat)
-                .await
-                .map_err(|e| map(Phase::Connect, "heartbeat", e))?;
+            let statement = if self.inner.unnamed {
+                None
+            } else {
+                let hb = &self.inner.sql.heartbeat;
+                Some(
+                    client
+                        .prepare_typed(&hb.sql, hb.types)
+                        .await
+                        .map_err(|e| map(Phase::Connect, "heartbeat", e))?,
+                )
+            };
             *guard = Some(Reserved { client, statement });
         }
         Ok(guard)
@@ -711,11 +750,19 @@ impl Store for PgStore {
                     "no heartbeat connection",
                 ));
             };
-            tokio::time::timeout(
-                self.inner.statement_timeout,
-                client.query(statement, &params),
-            )
-            .await
+            let hb = &self.inner.sql.heartbeat;
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+                .iter()
+                .copied()
+                .zip(hb.types.iter().cloned())
+                .collect();
+            let query = async {
+                match statement {
+                    Some(statement) => client.query(statement, &params).await,
+                    None => client.query_typed(&hb.sql, &typed).await,
+                }
+            };
+            tokio::time::timeout(self.inner.statement_timeout, query).await
         };
         let rows = match outcome {
             Ok(Ok(rows)) => {

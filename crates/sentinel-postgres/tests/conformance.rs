@@ -3,3 +3,26 @@
 mod support;
 
 sentinel_testkit::conformance_tests!(support::pg_store);
+
+/// The whole suite again with unnamed statements (the PgBouncer-before-1.21 mode).
+mod unnamed_statements {
+    use std::sync::Arc;
+
+    use sentinel_core::Store;
+    use sentinel_postgres::PgStore;
+
+    async fn pg_store_unnamed() -> Arc<dyn Store> {
+        let store = PgStore::builder()
+            .url(&super::support::database_url())
+            .schema(super::support::fresh_schema())
+            .pool_size(16)
+            .unnamed_statements(true)
+            .build()
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        Arc::new(store)
+    }
+
+    sentinel_testkit::conformance_tests!(pg_store_unnamed);
+}

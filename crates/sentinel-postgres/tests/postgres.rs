@@ -75,6 +75,48 @@ async fn fresh_is_two_statements_and_replay_is_one() {
     );
 }
 
+/// With unnamed statements nothing is prepared, and the budget holds: 2 round trips fresh, 1
+/// replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_keep_the_round_trip_budget() {
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let store = PgStore::builder()
+        .url(&url_via(proxy.addr()))
+        .schema(fresh_schema())
+        .pool_size(1)
+        .unnamed_statements(true)
+        .build()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let s = Sentinel::builder(store).build().unwrap();
+    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
+    let before = proxy.counts();
+    for i in 0..10 {
+        let out: Out = s
+            .once(format!("k{i}"))
+            .run(|_| async move { Ok(i) })
+            .await
+            .unwrap();
+        assert!(out.ran_here());
+    }
+    let fresh = proxy.counts();
+    for i in 0..10 {
+        let out: Out = s
+            .once(format!("k{i}"))
+            .run(|_| async { Ok(9) })
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
+    }
+    let replay = proxy.counts();
+    assert_eq!(fresh.sync - before.sync, 20, "fresh round trips");
+    assert_eq!(replay.sync - fresh.sync, 10, "replay round trips");
+    assert_eq!(fresh.statements() - before.statements(), 20);
+    // Every statement was parsed anew, unnamed: nothing is kept between transactions.
+    assert_eq!(replay.parse - fresh.parse, 10);
+}
+
 /// DESIGN.md §3: a replay served from the in-process cache costs no statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_replay_is_zero_statements() {

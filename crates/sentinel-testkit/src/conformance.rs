@@ -1232,7 +1232,10 @@ pub async fn waiting_caller_gets_the_replay(store: Arc<dyn Store>) {
     // The waiter is still waiting (the work cannot finish before `finish_tx`): it was not
     // answered `Running` and it did not run the function.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiter.is_finished(), "the waiter returned while the key was running");
+    assert!(
+        !waiter.is_finished(),
+        "the waiter returned while the key was running"
+    );
     finish_tx.send(()).unwrap();
     assert!(worker.await.unwrap().unwrap().ran_here());
     let out = waiter.await.unwrap().unwrap();
