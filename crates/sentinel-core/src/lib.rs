@@ -16,6 +16,7 @@
 
 pub mod blocking;
 mod cache;
+mod coalesce;
 mod context;
 mod engine;
 mod error;
@@ -29,6 +30,7 @@ mod runtime;
 pub mod store;
 mod token;
 
+pub use coalesce::Coalescing;
 pub use context::{ExecutionContext, LeaseLost};
 pub use engine::{
     Config, EngineStats, FailurePolicy, MAX_HARD_TTL, MAX_RETENTION, MAX_TTL, MIN_TTL, Once,

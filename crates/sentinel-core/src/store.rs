@@ -245,6 +245,20 @@ pub trait Store: Send + Sync + 'static {
     /// or write an existing row. Appends `acquired` when it inserts.
     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError>;
 
+    /// Claims several distinct keys in one atomic step where the store can (one statement on
+    /// PostgreSQL); answers in input order, each exactly as [`Store::claim`] would. The requests
+    /// name distinct `(namespace, key)` pairs. The default claims them one by one.
+    async fn claim_many(
+        &self,
+        requests: &[ClaimRequest],
+    ) -> Result<Vec<ClaimResponse>, StoreError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(self.claim(r).await?);
+        }
+        Ok(out)
+    }
+
     /// Extends the lease of each running execution whose token matches and whose lease is still
     /// alive to `min(now + ttl, hard_expires_at)`. Returns, in input order, the new lease expiry
     /// or `None` when the renewal was fenced (token, state or expired lease).

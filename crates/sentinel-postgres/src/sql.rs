@@ -9,6 +9,7 @@ const BYTEA: Type = Type::BYTEA;
 const BOOL: Type = Type::BOOL;
 const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
 const INT8_ARRAY: Type = Type::INT8_ARRAY;
+const BYTEA_ARRAY: Type = Type::BYTEA_ARRAY;
 
 /// Columns of a record, in the order `row::record` reads them (after a leading `now()`).
 const COLS: &str = "namespace, key, state, fencing_token, owner_host, owner_pid, owner_attempt, \
@@ -19,6 +20,18 @@ const COLS: &str = "namespace, key, state, fencing_token, owner_host, owner_pid,
 const NAMES: &str = "namespace, key, state, fencing_token, owner_host, owner_pid, owner_attempt, \
     operator, fingerprint, lease_expires_at, hard_expires_at, created_at, updated_at, \
     completed_at, retain_until, reason, result_kind, result_text";
+
+/// The record columns of `executions e`, for joins.
+const E_COLS: &str = "e.namespace, e.key, e.state, e.fencing_token, e.owner_host, e.owner_pid, \
+    e.owner_attempt, e.operator, e.fingerprint, e.lease_expires_at, e.hard_expires_at, \
+    e.created_at, e.updated_at, e.completed_at, e.retain_until, e.reason, e.result_kind, \
+    e.result::text AS result_text";
+
+/// The output names of an `ins` CTE's record columns, qualified for joins.
+const INS_NAMES: &str = "ins.namespace, ins.key, ins.state, ins.fencing_token, ins.owner_host, \
+    ins.owner_pid, ins.owner_attempt, ins.operator, ins.fingerprint, ins.lease_expires_at, \
+    ins.hard_expires_at, ins.created_at, ins.updated_at, ins.completed_at, ins.retain_until, \
+    ins.reason, ins.result_kind, ins.result_text";
 
 /// The state as seen with the server's clock: an expired running lease reads as uncertain.
 /// Mirrors `Record::derive_state`; used only for filtering.
@@ -40,6 +53,7 @@ impl Stmt {
 pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) claim: Stmt,
+    pub(crate) claim_many: Stmt,
     pub(crate) heartbeat: Stmt,
     pub(crate) complete: Stmt,
     pub(crate) release: Stmt,
@@ -92,6 +106,44 @@ impl Sql {
                 SELECT now(), true AS acquired, {NAMES} FROM ins
                 UNION ALL
                 SELECT now(), false, {NAMES} FROM cur"
+                ),
+            ),
+            claim_many: Stmt::new(
+                &[
+                    TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, BYTEA_ARRAY,
+                    INT8_ARRAY, INT8_ARRAY,
+                ],
+                format!(
+                    "WITH input AS (
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+                        $5::text[], $6::bytea[], $7::int8[], $8::int8[])
+                        WITH ORDINALITY AS t(namespace, key, host, pid, attempt, fingerprint,
+                            ttl_ms, hard_ms, ord)
+                ), cur AS (
+                    SELECT i.ord, {E_COLS} FROM {s}.executions e
+                    JOIN input i ON e.namespace = i.namespace AND e.key = i.key
+                ), ins AS (
+                    INSERT INTO {s}.executions (namespace, key, state, fencing_token, owner_host,
+                        owner_pid, owner_attempt, fingerprint, lease_expires_at, hard_expires_at)
+                    SELECT i.namespace, i.key, 'running', nextval('{s}.fencing_tokens'), i.host,
+                        i.pid, i.attempt, i.fingerprint,
+                        now() + i.ttl_ms * interval '1 millisecond',
+                        now() + i.hard_ms * interval '1 millisecond'
+                    FROM input i
+                    WHERE NOT EXISTS (SELECT 1 FROM cur c WHERE c.ord = i.ord)
+                    ORDER BY i.namespace, i.key
+                    ON CONFLICT DO NOTHING
+                    RETURNING {COLS}
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
+                        owner_pid, owner_attempt)
+                    SELECT namespace, key, 'acquired', fencing_token, owner_host, owner_pid,
+                        owner_attempt FROM ins
+                )
+                SELECT now(), true, i.ord, {INS_NAMES} FROM ins
+                JOIN input i ON ins.namespace = i.namespace AND ins.key = i.key
+                UNION ALL
+                SELECT now(), false, ord, {NAMES} FROM cur"
                 ),
             ),
             heartbeat: Stmt::new(

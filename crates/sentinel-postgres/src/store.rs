@@ -719,6 +719,63 @@ impl Store for PgStore {
         })
     }
 
+    async fn claim_many(
+        &self,
+        requests: &[ClaimRequest],
+    ) -> Result<Vec<ClaimResponse>, StoreError> {
+        if requests.len() <= 1 {
+            let mut out = Vec::with_capacity(1);
+            for r in requests {
+                out.push(self.claim(r).await?);
+            }
+            return Ok(out);
+        }
+        let column = |f: fn(&ClaimRequest) -> &str| requests.iter().map(f).collect::<Vec<&str>>();
+        let namespaces = column(|r| &r.namespace);
+        let keys = column(|r| &r.key);
+        let hosts = column(|r| &r.owner.host);
+        let attempts = column(|r| &r.owner.attempt);
+        let pids: Vec<i64> = requests.iter().map(|r| i64::from(r.owner.pid)).collect();
+        let fingerprints: Vec<Option<&[u8]>> =
+            requests.iter().map(|r| r.fingerprint.as_deref()).collect();
+        let ttls: Vec<i64> = requests.iter().map(|r| ms(r.ttl)).collect();
+        let hards: Vec<i64> = requests.iter().map(|r| ms(r.hard_ttl)).collect();
+        let rows = self
+            .query(
+                "claim",
+                &self.inner.sql.claim_many,
+                &[
+                    &namespaces,
+                    &keys,
+                    &hosts,
+                    &pids,
+                    &attempts,
+                    &fingerprints,
+                    &ttls,
+                    &hards,
+                ],
+            )
+            .await?;
+        // A position without a row raced with a concurrent insert, like a single claim.
+        let mut out: Vec<ClaimResponse> = vec![ClaimResponse::Raced; requests.len()];
+        for row in &rows {
+            let c = |e: tokio_postgres::Error| error::corrupt(format!("unexpected row shape: {e}"));
+            let acquired: bool = row.try_get(1).map_err(c)?;
+            let ord: i64 = row.try_get(2).map_err(c)?;
+            let record = Self::record(row, 3)?;
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| error::corrupt(format!("claim returned position {ord}")))?;
+            *slot = if acquired {
+                ClaimResponse::Acquired(record)
+            } else {
+                ClaimResponse::Existing(record)
+            };
+        }
+        Ok(out)
+    }
+
     async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
         let namespaces: Vec<&str> = renewals.iter().map(|r| r.namespace.as_str()).collect();
         let keys: Vec<&str> = renewals.iter().map(|r| r.key.as_str()).collect();

@@ -26,3 +26,19 @@ mod unnamed_statements {
 
     sentinel_testkit::conformance_tests!(pg_store_unnamed);
 }
+
+/// The whole suite again through the claim-coalescing decorator (multi-row claims).
+mod coalescing {
+    use std::sync::Arc;
+
+    use sentinel_core::{Coalescing, Store};
+
+    async fn pg_store_coalescing() -> Arc<dyn Store> {
+        Arc::new(Coalescing::new(
+            Arc::new(super::support::store_with(16).await),
+            64,
+        ))
+    }
+
+    sentinel_testkit::conformance_tests!(pg_store_coalescing);
+}

@@ -117,6 +117,54 @@ async fn unnamed_statements_keep_the_round_trip_budget() {
     assert_eq!(replay.parse - fresh.parse, 10);
 }
 
+/// Concurrent claims of one process share statements through `Coalescing`; a key asked for
+/// twice in one batch is claimed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_claims_share_statements() {
+    const CALLERS: usize = 64;
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let store = proxied_store(&proxy, 8).await;
+    let s = Sentinel::builder(sentinel_core::Coalescing::new(Arc::new(store), 64))
+        .build()
+        .unwrap();
+    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
+    let before = proxy.counts();
+    let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let (s, barrier, runs) = (s.clone(), barrier.clone(), runs.clone());
+        // Every key is asked for by two callers.
+        let key = format!("k{}", i / 2);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            s.once(key)
+                .run(|_| async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<u64, String>(1)
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ran = 0;
+    for t in tasks {
+        if t.await.unwrap().ran_here() {
+            ran += 1;
+        }
+    }
+    let after = proxy.counts();
+    assert_eq!(ran, CALLERS / 2, "each key ran exactly once");
+    assert_eq!(runs.load(Ordering::SeqCst), CALLERS / 2);
+    // 32 completions, and far fewer claim statements than the 64 claims.
+    let claims = after.statements() - before.statements() - (CALLERS / 2) as u64;
+    assert!(
+        claims < (CALLERS / 2) as u64,
+        "{claims} claim statements for {CALLERS} claims"
+    );
+}
+
 /// DESIGN.md §3: a replay served from the in-process cache costs no statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_replay_is_zero_statements() {
