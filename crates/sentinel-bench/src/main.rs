@@ -492,6 +492,59 @@ async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             rows.push(row);
         }
     }
+    // The stretch goal: at 64 callers, claims coalesced into multi-row statements, against the
+    // same one-statement-per-op floor and plain Sentinel.
+    if args.phases.is_empty() || args.phases.iter().any(|p| p == "coalesced") {
+        const MANY: usize = 64;
+        let store = fresh_schema(&args.database_url, "sentinel_bench_coalesced").await?;
+        let coalesced =
+            Sentinel::builder(sentinel::Coalescing::new(Arc::new(store), 64)).build()?;
+        let mut floor_s = Samples::default();
+        let mut plain_s = Samples::default();
+        let mut coal_s = Samples::default();
+        for round in 0..args.rounds {
+            let d = args.duration;
+            let f = floor.clone();
+            merge(
+                &mut floor_s,
+                phase(MANY, d, move |w, i| {
+                    let f = f.clone();
+                    async move { f.fresh(&format!("many-{round}-{w}-{i}")).await }
+                })
+                .await?,
+            );
+            let s = plain.clone();
+            merge(
+                &mut plain_s,
+                phase(MANY, d, move |w, i| {
+                    let s = s.clone();
+                    async move { sentinel_fresh(&s, format!("many-{round}-{w}-{i}")).await }
+                })
+                .await?,
+            );
+            let s = coalesced.clone();
+            merge(
+                &mut coal_s,
+                phase(MANY, d, move |w, i| {
+                    let s = s.clone();
+                    async move { sentinel_fresh(&s, format!("many-{round}-{w}-{i}")).await }
+                })
+                .await?,
+            );
+        }
+        let floor_row = floor_s.row("floor_fresh", MANY);
+        let mut plain_row = plain_s.row("sentinel_fresh", MANY);
+        let mut coal_row = coal_s.row("sentinel_fresh_coalesced", MANY);
+        plain_row.ratio_to_floor = Some(plain_row.ops_per_sec / floor_row.ops_per_sec);
+        coal_row.ratio_to_floor = Some(coal_row.ops_per_sec / floor_row.ops_per_sec);
+        coal_row.note = Some(
+            "claims and completions merged into multi-row statements (Coalescing: batches of \
+             up to 64, 2 in flight each)"
+                .into(),
+        );
+        rows.extend([floor_row, plain_row, coal_row]);
+        coalesced.shutdown().await;
+    }
     plain.shutdown().await;
     cached.shutdown().await;
     Ok(())

@@ -268,6 +268,16 @@ pub trait Store: Send + Sync + 'static {
     /// Appends `completed` or `failed`.
     async fn complete(&self, completion: &Completion) -> Result<Write, StoreError>;
 
+    /// Stores several completions in one atomic step where the store can; answers in input
+    /// order, each exactly as [`Store::complete`] would. The default completes them one by one.
+    async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {
+        let mut out = Vec::with_capacity(completions.len());
+        for c in completions {
+            out.push(self.complete(c).await?);
+        }
+        Ok(out)
+    }
+
     /// Removes a running execution whose token matches and whose lease is still alive (policy
     /// `release`; an expired lease is uncertain and stays). Appends `released`.
     async fn release(

@@ -56,6 +56,7 @@ pub(crate) struct Sql {
     pub(crate) claim_many: Stmt,
     pub(crate) heartbeat: Stmt,
     pub(crate) complete: Stmt,
+    pub(crate) complete_many: Stmt,
     pub(crate) release: Stmt,
     pub(crate) mark_uncertain: Stmt,
     pub(crate) load: Stmt,
@@ -182,6 +183,33 @@ impl Sql {
                 ), {notify_upd}
                 SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
                 notify_upd = notify("upd")
+                ),
+            ),
+            complete_many: Stmt::new(
+                &[TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY],
+                format!(
+                    "WITH input AS (
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[],
+                        $5::text[], $6::int8[])
+                        WITH ORDINALITY AS t(namespace, key, token, kind, json, retain_ms, ord)
+                ), upd AS (
+                    UPDATE {s}.executions e
+                    SET state = 'completed', result_kind = i.kind, result = i.json::json,
+                        completed_at = now(), updated_at = now(), reason = NULL,
+                        retain_until = now() + i.retain_ms * interval '1 millisecond'
+                    FROM input i
+                    WHERE e.namespace = i.namespace AND e.key = i.key
+                      AND e.fencing_token = i.token AND e.state = 'running'
+                    RETURNING i.ord, {E_COLS}, e.waiters
+                ), ev AS (
+                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
+                        owner_pid, owner_attempt)
+                    SELECT namespace, key,
+                        CASE WHEN result_kind = 'error' THEN 'failed' ELSE 'completed' END,
+                        fencing_token, owner_host, owner_pid, owner_attempt FROM upd
+                ), {notify_upd}
+                SELECT now(), ord, {NAMES}, (SELECT count(*) FROM notified) FROM upd",
+                    notify_upd = notify("upd")
                 ),
             ),
             release: Stmt::new(

@@ -867,6 +867,44 @@ impl Store for PgStore {
         Self::write(&rows)
     }
 
+    async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {
+        if completions.len() <= 1 {
+            let mut out = Vec::with_capacity(1);
+            for c in completions {
+                out.push(self.complete(c).await?);
+            }
+            return Ok(out);
+        }
+        let namespaces: Vec<&str> = completions.iter().map(|c| c.namespace.as_str()).collect();
+        let keys: Vec<&str> = completions.iter().map(|c| c.key.as_str()).collect();
+        let tokens = completions
+            .iter()
+            .map(|c| token_param(c.token))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let kinds: Vec<&str> = completions.iter().map(|c| c.result.kind.as_str()).collect();
+        let jsons: Vec<&str> = completions.iter().map(|c| c.result.json.as_str()).collect();
+        let retains: Vec<Option<i64>> = completions.iter().map(|c| c.retain_for.map(ms)).collect();
+        let rows = self
+            .query(
+                "complete",
+                &self.inner.sql.complete_many,
+                &[&namespaces, &keys, &tokens, &kinds, &jsons, &retains],
+            )
+            .await?;
+        let mut out = vec![Write::Fenced; completions.len()];
+        for row in &rows {
+            let c = |e: tokio_postgres::Error| error::corrupt(format!("unexpected row shape: {e}"));
+            let ord: i64 = row.try_get(1).map_err(c)?;
+            let record = Self::record(row, 2)?;
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(|| error::corrupt(format!("complete returned position {ord}")))?;
+            *slot = Write::Applied(Some(record));
+        }
+        Ok(out)
+    }
+
     async fn release(
         &self,
         namespace: &str,
