@@ -572,6 +572,23 @@ impl PgStore {
         }
     }
 
+    /// A read-only statement: when the pooled connection turns out to be dead (its server went
+    /// away, or the runtime that drove it shut down), it is safe to run again once on another.
+    async fn read(
+        &self,
+        what: &str,
+        stmt: &Stmt,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
+        match self.query(what, stmt, params).await {
+            Err(e) if e.is_transient() => {
+                tracing::debug!(error = %e, "read failed; trying once more on another connection");
+                self.query(what, stmt, params).await
+            }
+            other => other,
+        }
+    }
+
     async fn reserved(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Reserved>>, StoreError> {
         let mut guard = self.inner.heartbeat.lock().await;
         if guard.as_ref().is_some_and(|r| r.client.is_closed()) {
@@ -946,7 +963,7 @@ impl Store for PgStore {
 
     async fn load(&self, namespace: &str, key: &str) -> Result<Option<Record>, StoreError> {
         let rows = self
-            .query("load", &self.inner.sql.load, &[&namespace, &key])
+            .read("load", &self.inner.sql.load, &[&namespace, &key])
             .await?;
         rows.first().map(|r| Self::record(r, 1)).transpose()
     }
@@ -959,7 +976,7 @@ impl Store for PgStore {
         let state = q.state.map(State::as_str);
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         let rows = self
-            .query(
+            .read(
                 "list",
                 &self.inner.sql.list,
                 &[&q.namespace, &after_ns, &after_key, &state, &limit],
@@ -976,7 +993,7 @@ impl Store for PgStore {
     ) -> Result<Vec<Event>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .query(
+            .read(
                 "history",
                 &self.inner.sql.history,
                 &[&namespace, &key, &limit],
@@ -1137,7 +1154,7 @@ impl Store for PgStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let rows = self.query("stats", &self.inner.sql.stats, &[]).await?;
+        let rows = self.read("stats", &self.inner.sql.stats, &[]).await?;
         let mut stats = StoreStats::default();
         if let Some(row) = rows.first() {
             let c = |e: tokio_postgres::Error| error::corrupt(format!("unexpected row shape: {e}"));
