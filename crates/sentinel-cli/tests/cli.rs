@@ -94,6 +94,18 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.dir).ok();
+        // Best effort: the test database should not collect a schema per test run.
+        if let Some(schema) = &self.schema {
+            let _ = Command::new("psql")
+                .args([
+                    &self.url,
+                    "-qc",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
