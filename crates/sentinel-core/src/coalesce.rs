@@ -33,10 +33,12 @@ struct Queue {
 }
 
 /// Wraps a store; claims that arrive while claim statements are in flight are sent together in
-/// the next one, and so are completions. A key asked for twice in one batch is claimed once: the second caller sees the
-/// first one's record. A failed batch fails each member with the batch's error (an ambiguous
-/// one is then settled per member by the engine, as for a single claim). Everything else goes
-/// straight to the inner store.
+/// the next one, and so are completions. A key asked for twice in one batch is claimed once:
+/// the second caller sees the first one's record. A caller that went away before its batch was
+/// sent is left out, and a claim acquired for a caller that went away meanwhile is released
+/// (its function never started). A failed batch answers each member with an ambiguous error
+/// (part of it may have committed), which the engine settles per member by re-reading the row,
+/// as for a single claim. Everything else goes straight to the inner store.
 #[derive(Clone)]
 pub struct Coalescing {
     inner: Arc<dyn Store>,
@@ -44,6 +46,29 @@ pub struct Coalescing {
     completions: Arc<Mutex<Completions>>,
     max_batch: usize,
     max_in_flight: usize,
+}
+
+/// Counts a running driver; on any exit, normal or not (a panic, its runtime shutting down),
+/// it gives the slot back, and on an abnormal one it fails the waiting callers so that they
+/// retry instead of waiting for ever.
+struct DriverSlot<T: Send + 'static> {
+    queue: Arc<Mutex<T>>,
+    release: fn(&mut T, bool),
+    normal: bool,
+}
+
+impl<T: Send + 'static> Drop for DriverSlot<T> {
+    fn drop(&mut self) {
+        let mut q = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.release)(&mut q, self.normal);
+    }
+}
+
+fn ambiguous(what: &str) -> StoreError {
+    StoreError::new(crate::StoreErrorKind::Ambiguous, what.to_owned())
 }
 
 impl Coalescing {
@@ -73,21 +98,36 @@ impl Coalescing {
     /// Sends batches until no claim is waiting. Runs as its own task, so a caller that goes
     /// away does not strand the others.
     async fn drive(self) {
+        let mut slot = DriverSlot {
+            queue: self.queue.clone(),
+            release: |q: &mut Queue, normal| {
+                q.drivers -= 1;
+                if !normal {
+                    q.waiting.clear(); // dropped senders: those callers retry
+                }
+            },
+            normal: false,
+        };
         loop {
             let batch: Vec<(ClaimRequest, Reply)> = {
                 let mut q = self.lock();
                 if q.waiting.is_empty() {
-                    q.drivers -= 1;
-                    return;
+                    slot.normal = true;
+                    drop(q);
+                    return; // `slot` gives the driver count back
                 }
                 let n = q.waiting.len().min(self.max_batch);
                 q.waiting.drain(..n).collect()
             };
-            // One request per distinct key; later askers of the same key share its answer.
+            // One request per distinct key, from a caller still waiting; later askers of the
+            // same key share its answer.
             let mut index: HashMap<(String, String), usize> = HashMap::new();
             let mut distinct: Vec<ClaimRequest> = Vec::new();
             let mut slots: Vec<(usize, bool, Reply)> = Vec::new();
             for (request, reply) in batch {
+                if reply.is_closed() {
+                    continue; // the caller went away: do not claim for nobody
+                }
                 let id = (request.namespace.clone(), request.key.clone());
                 match index.get(&id) {
                     Some(&i) => slots.push((i, false, reply)),
@@ -97,6 +137,9 @@ impl Coalescing {
                         distinct.push(request);
                     }
                 }
+            }
+            if distinct.is_empty() {
+                continue;
             }
             match self.inner.claim_many(&distinct).await {
                 Ok(responses) if responses.len() == distinct.len() => {
@@ -109,32 +152,48 @@ impl Coalescing {
                             }
                             (other, false) => other.clone(),
                         };
-                        let _ = reply.send(Ok(response));
+                        if let Err(Ok(ClaimResponse::Acquired(r))) = reply.send(Ok(response)) {
+                            if first {
+                                // Acquired for a caller that went away: nothing started.
+                                let write =
+                                    self.inner.release(&r.namespace, &r.key, r.fencing_token);
+                                if let Err(e) = write.await {
+                                    tracing::warn!(error = %e, "could not release an abandoned claim");
+                                }
+                            }
+                        }
                     }
                 }
                 Ok(_) => {
                     for (_, _, reply) in slots {
-                        let _ = reply.send(Err(StoreError::new(
-                            crate::StoreErrorKind::Ambiguous,
+                        let _ = reply.send(Err(ambiguous(
                             "claim_many answered the wrong number of claims",
                         )));
                     }
                 }
                 Err(e) => {
-                    let kind = e.kind();
-                    let message = e.to_string();
+                    // Part of the batch may have committed: each caller re-reads its row.
+                    let message = format!("claim batch failed: {e}");
                     for (_, _, reply) in slots {
-                        let _ = reply.send(Err(StoreError::new(kind, message.clone())));
+                        let _ = reply.send(Err(ambiguous(&message)));
                     }
                 }
             }
         }
     }
-}
 
-impl Coalescing {
     /// Sends completion batches until none is waiting.
     async fn drive_completions(self) {
+        let mut slot = DriverSlot {
+            queue: self.completions.clone(),
+            release: |q: &mut Completions, normal| {
+                q.drivers -= 1;
+                if !normal {
+                    q.waiting.clear();
+                }
+            },
+            normal: false,
+        };
         loop {
             let batch: Vec<(Completion, WriteReply)> = {
                 let mut q = self
@@ -142,7 +201,8 @@ impl Coalescing {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if q.waiting.is_empty() {
-                    q.drivers -= 1;
+                    slot.normal = true;
+                    drop(q);
                     return;
                 }
                 let n = q.waiting.len().min(self.max_batch);
@@ -158,19 +218,40 @@ impl Coalescing {
                 }
                 other => {
                     // The engine settles each member by re-reading its row.
-                    let (kind, message) = match other {
-                        Err(e) => (e.kind(), e.to_string()),
-                        Ok(_) => (
-                            crate::StoreErrorKind::Ambiguous,
-                            "complete_many answered the wrong number of completions".to_owned(),
-                        ),
+                    let message = match other {
+                        Err(e) => format!("completion batch failed: {e}"),
+                        Ok(_) => "complete_many answered the wrong number of completions".into(),
                     };
                     for reply in replies {
-                        let _ = reply.send(Err(StoreError::new(kind, message.clone())));
+                        let _ = reply.send(Err(ambiguous(&message)));
                     }
                 }
             }
         }
+    }
+
+    /// Queues `item`; starts a driver when fewer than `max_in_flight` run. Without a Tokio
+    /// runtime to drive batches, returns the item to be handled directly.
+    fn enqueue<T, I>(
+        &self,
+        queue: &Mutex<T>,
+        item: I,
+        push: fn(&mut T, I),
+        drivers: fn(&mut T) -> &mut usize,
+    ) -> Result<bool, I> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(item);
+        }
+        let mut q = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        push(&mut q, item);
+        let d = drivers(&mut q);
+        let lead = *d < self.max_in_flight;
+        if lead {
+            *d += 1;
+        }
+        Ok(lead)
     }
 }
 
@@ -178,24 +259,20 @@ impl Coalescing {
 impl Store for Coalescing {
     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let lead = {
-            let mut q = self.lock();
-            q.waiting.push((request.clone(), tx));
-            let lead = q.drivers < self.max_in_flight;
-            if lead {
-                q.drivers += 1;
-            }
-            lead
+        let lead = match self.enqueue(
+            &self.queue,
+            (request.clone(), tx),
+            |q: &mut Queue, item| q.waiting.push(item),
+            |q: &mut Queue| &mut q.drivers,
+        ) {
+            Ok(lead) => lead,
+            Err(_) => return self.inner.claim(request).await,
         };
         if lead {
             tokio::spawn(self.clone().drive());
         }
-        rx.await.map_err(|_| {
-            StoreError::new(
-                crate::StoreErrorKind::Ambiguous,
-                "the claim batch was dropped before it answered",
-            )
-        })?
+        rx.await
+            .map_err(|_| ambiguous("the claim batch was dropped before it answered"))?
     }
 
     async fn claim_many(
@@ -211,27 +288,20 @@ impl Store for Coalescing {
 
     async fn complete(&self, completion: &Completion) -> Result<Write, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let lead = {
-            let mut q = self
-                .completions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            q.waiting.push((completion.clone(), tx));
-            let lead = q.drivers < self.max_in_flight;
-            if lead {
-                q.drivers += 1;
-            }
-            lead
+        let lead = match self.enqueue(
+            &self.completions,
+            (completion.clone(), tx),
+            |q: &mut Completions, item| q.waiting.push(item),
+            |q: &mut Completions| &mut q.drivers,
+        ) {
+            Ok(lead) => lead,
+            Err(_) => return self.inner.complete(completion).await,
         };
         if lead {
             tokio::spawn(self.clone().drive_completions());
         }
-        rx.await.map_err(|_| {
-            StoreError::new(
-                crate::StoreErrorKind::Ambiguous,
-                "the completion batch was dropped before it answered",
-            )
-        })?
+        rx.await
+            .map_err(|_| ambiguous("the completion batch was dropped before it answered"))?
     }
 
     async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {

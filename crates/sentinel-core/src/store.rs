@@ -247,14 +247,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims several distinct keys in one atomic step where the store can (one statement on
     /// PostgreSQL); answers in input order, each exactly as [`Store::claim`] would. The requests
-    /// name distinct `(namespace, key)` pairs. The default claims them one by one.
+    /// must name distinct `(namespace, key)` pairs. The default claims them one by one; an error
+    /// after some of them committed is reported as ambiguous.
     async fn claim_many(
         &self,
         requests: &[ClaimRequest],
     ) -> Result<Vec<ClaimResponse>, StoreError> {
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
-            out.push(self.claim(r).await?);
+            match self.claim(r).await {
+                Ok(response) => out.push(response),
+                // Earlier claims of the batch committed: the failure must not read as "nothing
+                // happened", or their callers would never run what they own.
+                Err(e) if !out.is_empty() => {
+                    return Err(StoreError::new(
+                        crate::StoreErrorKind::Ambiguous,
+                        format!("claim batch stopped part-way: {e}"),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

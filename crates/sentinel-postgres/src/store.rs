@@ -747,6 +747,13 @@ impl Store for PgStore {
             }
             return Ok(out);
         }
+        let mut seen = std::collections::HashSet::with_capacity(requests.len());
+        if !requests.iter().all(|r| seen.insert((&r.namespace, &r.key))) {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                "claim_many needs distinct keys: one statement cannot claim a key twice",
+            ));
+        }
         let column = |f: fn(&ClaimRequest) -> &str| requests.iter().map(f).collect::<Vec<&str>>();
         let namespaces = column(|r| &r.namespace);
         let keys = column(|r| &r.key);
@@ -773,17 +780,26 @@ impl Store for PgStore {
                 ],
             )
             .await?;
+        // The statement committed: a row we cannot read must not pass for "nothing happened".
+        let committed = |e: StoreError| {
+            StoreError::new(
+                StoreErrorKind::Ambiguous,
+                format!("claim batch committed but its answer is unreadable: {e}"),
+            )
+        };
         // A position without a row raced with a concurrent insert, like a single claim.
         let mut out: Vec<ClaimResponse> = vec![ClaimResponse::Raced; requests.len()];
         for row in &rows {
             let c = |e: tokio_postgres::Error| error::corrupt(format!("unexpected row shape: {e}"));
-            let acquired: bool = row.try_get(1).map_err(c)?;
-            let ord: i64 = row.try_get(2).map_err(c)?;
-            let record = Self::record(row, 3)?;
+            let acquired: bool = row.try_get(1).map_err(c).map_err(committed)?;
+            let ord: i64 = row.try_get(2).map_err(c).map_err(committed)?;
+            let record = Self::record(row, 3).map_err(committed)?;
             let slot = usize::try_from(ord - 1)
                 .ok()
                 .and_then(|i| out.get_mut(i))
-                .ok_or_else(|| error::corrupt(format!("claim returned position {ord}")))?;
+                .ok_or_else(|| {
+                    committed(error::corrupt(format!("claim returned position {ord}")))
+                })?;
             *slot = if acquired {
                 ClaimResponse::Acquired(record)
             } else {
@@ -892,15 +908,23 @@ impl Store for PgStore {
             }
             return Ok(out);
         }
-        let namespaces: Vec<&str> = completions.iter().map(|c| c.namespace.as_str()).collect();
-        let keys: Vec<&str> = completions.iter().map(|c| c.key.as_str()).collect();
-        let tokens = completions
+        // Rows are locked in key order, as the heartbeat does, so the two never deadlock; the
+        // answers are mapped back to the callers' order.
+        let mut order: Vec<usize> = (0..completions.len()).collect();
+        order.sort_by(|a, b| {
+            let (a, b) = (&completions[*a], &completions[*b]);
+            (&a.namespace, &a.key).cmp(&(&b.namespace, &b.key))
+        });
+        let sorted: Vec<&Completion> = order.iter().map(|i| &completions[*i]).collect();
+        let namespaces: Vec<&str> = sorted.iter().map(|c| c.namespace.as_str()).collect();
+        let keys: Vec<&str> = sorted.iter().map(|c| c.key.as_str()).collect();
+        let tokens = sorted
             .iter()
             .map(|c| token_param(c.token))
             .collect::<Result<Vec<i64>, _>>()?;
-        let kinds: Vec<&str> = completions.iter().map(|c| c.result.kind.as_str()).collect();
-        let jsons: Vec<&str> = completions.iter().map(|c| c.result.json.as_str()).collect();
-        let retains: Vec<Option<i64>> = completions.iter().map(|c| c.retain_for.map(ms)).collect();
+        let kinds: Vec<&str> = sorted.iter().map(|c| c.result.kind.as_str()).collect();
+        let jsons: Vec<&str> = sorted.iter().map(|c| c.result.json.as_str()).collect();
+        let retains: Vec<Option<i64>> = sorted.iter().map(|c| c.retain_for.map(ms)).collect();
         let rows = self
             .query(
                 "complete",
@@ -915,7 +939,8 @@ impl Store for PgStore {
             let record = Self::record(row, 2)?;
             let slot = usize::try_from(ord - 1)
                 .ok()
-                .and_then(|i| out.get_mut(i))
+                .and_then(|i| order.get(i))
+                .and_then(|i| out.get_mut(*i))
                 .ok_or_else(|| error::corrupt(format!("complete returned position {ord}")))?;
             *slot = Write::Applied(Some(record));
         }

@@ -721,3 +721,42 @@ async fn timing_stuck_heartbeat_does_not_block_later_renewals() {
     let out = stuck.await.unwrap().unwrap();
     assert!(out.ran_here(), "{out:?}");
 }
+
+/// One multi-row claim cannot claim a key twice: repeated keys are refused before anything is
+/// written (the decorator merges them itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_many_refuses_repeated_keys() {
+    use sentinel_core::store::{ClaimRequest, Store};
+    let store = store_with(2).await;
+    let request = || {
+        ClaimRequest::new(
+            "default",
+            "k",
+            sentinel_core::Owner::current(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            None,
+        )
+    };
+    let r = store.claim_many(&[request(), request()]).await;
+    assert!(r.is_err(), "{r:?}");
+    assert!(store.load("default", "k").await.unwrap().is_none());
+    let both = store
+        .claim_many(&[
+            request(),
+            ClaimRequest::new(
+                "default",
+                "k2",
+                sentinel_core::Owner::current(),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                None,
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        both.iter()
+            .all(|r| matches!(r, sentinel_core::store::ClaimResponse::Acquired(_)))
+    );
+}
