@@ -27,17 +27,16 @@ async fn proxied_store(proxy: &Proxy, pool_size: usize) -> PgStore {
     store
 }
 
-/// DESIGN.md §3: a fresh `once` is two statements, a replay one, counted on the wire.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fresh_is_two_statements_and_replay_is_one() {
-    let proxy = Proxy::start(support::server_addr()).await.unwrap();
-    let s = Sentinel::builder(proxied_store(&proxy, 1).await)
-        .build()
-        .unwrap();
-    // Warm the connection's statement cache.
-    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
-    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
-
+/// Runs 10 fresh calls then 10 replays of them; returns the wire counts before, between and
+/// after.
+async fn fresh_then_replay(
+    s: &Sentinel,
+    proxy: &Proxy,
+) -> (
+    sentinel_testkit::proxy::WireCounts,
+    sentinel_testkit::proxy::WireCounts,
+    sentinel_testkit::proxy::WireCounts,
+) {
     let before = proxy.counts();
     for i in 0..10 {
         let out: Out = s
@@ -56,7 +55,21 @@ async fn fresh_is_two_statements_and_replay_is_one() {
             .unwrap();
         assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
     }
-    let replay = proxy.counts();
+    (before, fresh, proxy.counts())
+}
+
+/// DESIGN.md §3: a fresh `once` is two statements, a replay one, counted on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_is_two_statements_and_replay_is_one() {
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let s = Sentinel::builder(proxied_store(&proxy, 1).await)
+        .build()
+        .unwrap();
+    // Warm the connection's statement cache.
+    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
+    let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
+
+    let (before, fresh, replay) = fresh_then_replay(&s, &proxy).await;
     assert_eq!(
         fresh.statements() - before.statements(),
         20,
@@ -91,25 +104,7 @@ async fn unnamed_statements_keep_the_round_trip_budget() {
     store.migrate().await.unwrap();
     let s = Sentinel::builder(store).build().unwrap();
     let _: Out = s.once("warm").run(|_| async { Ok(0) }).await.unwrap();
-    let before = proxy.counts();
-    for i in 0..10 {
-        let out: Out = s
-            .once(format!("k{i}"))
-            .run(|_| async move { Ok(i) })
-            .await
-            .unwrap();
-        assert!(out.ran_here());
-    }
-    let fresh = proxy.counts();
-    for i in 0..10 {
-        let out: Out = s
-            .once(format!("k{i}"))
-            .run(|_| async { Ok(9) })
-            .await
-            .unwrap();
-        assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
-    }
-    let replay = proxy.counts();
+    let (before, fresh, replay) = fresh_then_replay(&s, &proxy).await;
     assert_eq!(fresh.sync - before.sync, 20, "fresh round trips");
     assert_eq!(replay.sync - fresh.sync, 10, "replay round trips");
     assert_eq!(fresh.statements() - before.statements(), 20);
