@@ -26,7 +26,7 @@ const OUTPUT_LIMIT: usize = 256 * 1024;
 /// Between SIGTERM and SIGKILL when Sentinel stops the command.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// What is stored for a run: the DESIGN.md §5 result shape.
+/// What is stored for a run: the result shape of docs/design.md §6.
 #[derive(Debug, Serialize, Deserialize)]
 struct RunResult {
     exit_code: i32,

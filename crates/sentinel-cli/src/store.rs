@@ -145,7 +145,7 @@ pub(crate) async fn open(url: &str, init: bool) -> Result<Sentinel, Failure> {
         Arc::new(store)
     };
     // A run stores up to 256 KiB per stream, which JSON escaping can grow several times.
-    Sentinel::builder_arc(store)
+    Sentinel::builder(store)
         .max_result_bytes(4 << 20)
         .build()
         .map_err(|e| fail(e, url))

@@ -206,12 +206,15 @@ fn processes_race_on_one_key(env: &Env) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut codes = Vec::new();
     while codes.len() < 15 {
-        for c in &mut children {
-            if let Some(status) = c.try_wait().unwrap() {
+        // One look per child: a child that exits between two looks must not be dropped
+        // uncounted.
+        children.retain_mut(|c| match c.try_wait().unwrap() {
+            Some(status) => {
                 codes.push(status.code().unwrap_or(-1));
+                false
             }
-        }
-        children.retain_mut(|c| c.try_wait().unwrap().is_none());
+            None => true,
+        });
         assert!(
             Instant::now() < deadline,
             "runners did not answer: {codes:?}"

@@ -21,7 +21,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::Begin;
 use crate::store::{ListQuery, OperatorAction, PruneQuery, Resolution};
 use crate::{Error, Event, ExecutionContext, FailurePolicy, FencingToken, Outcome, Record};
 
@@ -43,7 +42,7 @@ impl Sentinel {
     }
 
     /// Prepares a call for `key`.
-    pub fn once(&self, key: impl Into<String>) -> Once<'_> {
+    pub fn once(&self, key: impl Into<String>) -> Once {
         Once(self.inner.once(key))
     }
 
@@ -139,11 +138,24 @@ fn call<R: Send + 'static>(
     rx.recv().unwrap_or(Err(Error::ShuttingDown))
 }
 
-/// One blocking call of `once`; the same knobs as [`crate::Once`].
-#[must_use = "a Once does nothing until `run` is called"]
-pub struct Once<'a>(crate::Once<'a>);
+/// One blocking call of `once`; the same knobs as [`crate::Once`], and owned like it.
+#[derive(Debug, Clone)]
+#[must_use = "a Once does nothing until `run` or `begin` is called"]
+pub struct Once(crate::Once);
 
-impl Once<'_> {
+/// What [`Once::begin`] found: the blocking twin of [`crate::Begin`].
+#[derive(Debug)]
+#[must_use = "an acquired Execution must be finished, or the key turns uncertain"]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)]
+pub enum Begin<T, E> {
+    /// The key has a record and this call does not run (see [`crate::Begin::Settled`]).
+    Settled(Outcome<T, E>),
+    /// This call owns the key: do the work, then finish the handle.
+    Acquired(Execution<T, E>),
+}
+
+impl Once {
     /// See [`crate::Once::namespace`].
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
         Self(self.0.namespace(namespace))
@@ -179,34 +191,125 @@ impl Once<'_> {
         Self(self.0.wait(timeout))
     }
 
+    /// Claims the key on Sentinel's own runtime, blocking this thread until it is settled or
+    /// acquired; see [`crate::Once::begin`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Once::begin`].
+    pub fn begin<T, E>(self) -> Result<Begin<T, E>, Error>
+    where
+        T: DeserializeOwned + Send + 'static,
+        E: DeserializeOwned + Send + 'static,
+    {
+        let once = self.0;
+        let sentinel = once.sentinel().clone();
+        match call(&sentinel, async move { once.begin::<T, E>().await })? {
+            crate::Begin::Settled(outcome) => Ok(Begin::Settled(outcome)),
+            crate::Begin::Acquired(execution) => Ok(Begin::Acquired(Execution(execution))),
+        }
+    }
+
     /// Runs `f` on this thread unless the key already has a record. A panic in `f` leaves the
     /// key uncertain and resumes unwinding.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Once::run`].
     pub fn run<F, T, E>(self, f: F) -> Result<Outcome<T, E>, Error>
     where
         F: FnOnce(&ExecutionContext) -> Result<T, E>,
         T: Serialize + DeserializeOwned + Send + 'static,
         E: Serialize + DeserializeOwned + Send + 'static,
     {
-        let sentinel = self.0.sentinel().clone();
-        let plan = sentinel.plan_for(&self.0)?;
-        let (s, p) = (sentinel.clone(), plan.clone());
-        let execution = match call(&sentinel, async move { s.begin::<T, E>(&p).await })? {
-            Begin::Done(outcome) => return Ok(outcome),
-            Begin::Run(execution) => execution,
+        let execution = match self.begin::<T, E>()? {
+            Begin::Settled(outcome) => return Ok(outcome),
+            Begin::Acquired(execution) => execution,
         };
-        let output = std::panic::catch_unwind(AssertUnwindSafe(|| f(&execution.ctx)));
-        let s = sentinel.clone();
-        match output {
-            Ok(output) => call(&sentinel, async move {
-                s.finish(&plan, execution, output).await
-            }),
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(execution.context()))) {
+            Ok(Ok(value)) => execution.complete(value),
+            Ok(Err(error)) => execution.fail(error),
             Err(panic) => {
-                let _ = call(&sentinel, async move {
-                    s.finish_panicked(&plan, execution).await;
-                    Ok(())
-                });
+                execution.abandon(crate::UncertainReason::Panicked);
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+}
+
+/// An execution this call owns: the blocking twin of [`crate::Execution`]. Its heartbeat runs on
+/// Sentinel's own thread while the work runs on the caller's; dropping it unfinished leaves the
+/// key uncertain (reason `cancelled`).
+#[derive(Debug)]
+#[must_use = "an Execution must be finished with complete, fail or release, or the key turns uncertain"]
+pub struct Execution<T, E>(crate::Execution<T, E>);
+
+impl<T, E> Execution<T, E>
+where
+    T: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    /// The key being executed.
+    pub fn key(&self) -> &str {
+        self.0.key()
+    }
+
+    /// Its namespace.
+    pub fn namespace(&self) -> &str {
+        self.0.namespace()
+    }
+
+    /// The fencing token of this execution.
+    pub fn fencing_token(&self) -> FencingToken {
+        self.0.fencing_token()
+    }
+
+    /// Token, lease-lost signal and `mark_not_started`.
+    pub fn context(&self) -> &ExecutionContext {
+        self.0.context()
+    }
+
+    /// Cheap check: has the lease been lost?
+    pub fn is_lease_lost(&self) -> bool {
+        self.0.is_lease_lost()
+    }
+
+    /// See [`crate::Execution::complete`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Execution::complete`].
+    pub fn complete(self, value: T) -> Result<Outcome<T, E>, Error> {
+        let execution = self.0;
+        let sentinel = execution.sentinel().clone();
+        call(&sentinel, async move { execution.complete(value).await })
+    }
+
+    /// See [`crate::Execution::fail`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Execution::fail`].
+    pub fn fail(self, error: E) -> Result<Outcome<T, E>, Error> {
+        let execution = self.0;
+        let sentinel = execution.sentinel().clone();
+        call(&sentinel, async move { execution.fail(error).await })
+    }
+
+    /// See [`crate::Execution::release`].
+    pub fn release(self) -> crate::Disposition {
+        let execution = self.0;
+        let sentinel = execution.sentinel().clone();
+        call(&sentinel, async move { Ok(execution.release().await) })
+            .unwrap_or(crate::Disposition::Uncertain)
+    }
+
+    fn abandon(self, reason: crate::UncertainReason) {
+        let execution = self.0;
+        let sentinel = execution.sentinel().clone();
+        let _ = call(&sentinel, async move {
+            execution.abandon(reason).await;
+            Ok(())
+        });
     }
 }

@@ -47,6 +47,32 @@ impl StoreError {
         }
     }
 
+    /// Nothing was written and retrying is safe: the store could not be reached, or the connection
+    /// failed before the statement was sent.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Unavailable, message)
+    }
+
+    /// The statement may or may not have committed (no reply arrived after it was sent).
+    pub fn ambiguous(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Ambiguous, message)
+    }
+
+    /// The store is busy (a lock stayed taken); nothing was written.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Busy, message)
+    }
+
+    /// The store's schema is missing or from another version.
+    pub fn schema(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Schema, message)
+    }
+
+    /// Anything else: a bug, a constraint violation, data the store cannot read.
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Other, message)
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
@@ -193,11 +219,24 @@ pub enum Error {
     /// The Sentinel is shutting down and accepts no new work.
     #[error("sentinel is shutting down")]
     ShuttingDown,
+    /// Sentinel itself failed: a thread or runtime could not start, a task panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
+    /// Bad input from the caller, with a message that says what is wrong and what would do.
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+
+    /// A failure of Sentinel itself (not of the store, not of the input).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
-        Error::InvalidInput(msg.into())
+        Self::invalid_input(msg)
     }
 
     pub(crate) fn refused(record: &crate::Record, why: impl Into<String>) -> Self {

@@ -177,8 +177,7 @@ async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) ->
             Some(bound) => tokio::time::timeout_at(bound, call)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(crate::StoreError::new(
-                        crate::StoreErrorKind::Ambiguous,
+                    Err(crate::StoreError::ambiguous(
                         "heartbeat got no reply before the earliest local lease deadline",
                     ))
                 }),

@@ -10,39 +10,55 @@
 //! in-memory reference store [`MemoryStore`] and the [`blocking`] facade. Most applications use
 //! the `sentinel` facade crate, which adds PostgreSQL and `connect(url)`.
 //!
-//! The contract (states, transitions, rules) is in the project's `DESIGN.md`.
+//! Two ways to run a call: [`Once::run`] with an async function, or [`Once::begin`], which hands
+//! back either the settled outcome or an [`Execution`] the caller finishes with
+//! [`Execution::complete`], [`Execution::fail`] or [`Execution::release`] (for work that runs
+//! elsewhere: a response body that streams, a function in another language).
+//!
+//! The contract (states, transitions, rules, round trips) is the repository's `docs/design.md`;
+//! [`store`] says what a store must guarantee and how to add one.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod blocking;
 mod cache;
+mod claim;
 mod coalesce;
+mod config;
 mod context;
 mod engine;
 mod error;
+mod execution;
 mod heartbeat;
 mod key;
 mod memory;
 mod metrics;
+mod once;
+mod operator;
 mod outcome;
+mod policy;
 mod record;
 mod runtime;
 pub mod store;
 mod token;
+pub mod transition;
 
 pub use coalesce::Coalescing;
-pub use context::{ExecutionContext, LeaseLost};
-pub use engine::{
-    Config, EngineStats, FailurePolicy, MAX_HARD_TTL, MAX_RETENTION, MAX_TTL, MIN_TTL, Once,
-    Sentinel, SentinelBuilder,
+pub use config::{
+    Config, MAX_HARD_TTL, MAX_RETENTION, MAX_TTL, MIN_TTL, SentinelBuilder, validate_durations,
 };
+pub use context::{ExecutionContext, LeaseLost};
+pub use engine::{EngineStats, Sentinel};
 pub use error::{BoxError, Error, NotRecorded, NotRecordedReason, StoreError, StoreErrorKind};
+pub use execution::Execution;
 pub use key::{
     DEFAULT_NAMESPACE, MAX_KEY_LEN, MAX_NAMESPACE_LEN, validate_identifier, validate_key,
     validate_namespace,
 };
 pub use memory::MemoryStore;
-pub use outcome::{Disposition, Outcome};
+pub use once::{Begin, Once};
+pub use outcome::{Disposition, Outcome, OutcomeKind};
+pub use policy::FailurePolicy;
 pub use record::{
     Event, EventKind, Record, ResultKind, State, StoredResult, StoredRow, UncertainReason,
 };

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::Notify;
 
 use crate::store::{
     ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
-    PruneQuery, Renewal, Resolution, Store, StoreStats, Write, forget_notifier,
+    PruneQuery, Renewal, Resolution, Store, StoreStats, Waiters, Write,
 };
+use crate::transition;
 use crate::{
     Event, EventKind, FencingToken, Record, ResultKind, State, StoreError, StoredRow,
     UncertainReason,
@@ -22,10 +22,18 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("records", &self.data().rows.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     data: Mutex<Data>,
-    changed: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    waiters: Waiters,
 }
 
 #[derive(Default)]
@@ -84,26 +92,8 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn notifier(&self, id: &(String, String)) -> Arc<Notify> {
-        self.inner
-            .changed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(id.clone())
-            .or_default()
-            .clone()
-    }
-
     fn signal(&self, id: &(String, String)) {
-        let notify = self
-            .inner
-            .changed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
-        if let Some(n) = notify {
-            n.notify_waiters();
-        }
+        self.inner.waiters.notify(&id.0, &id.1);
     }
 }
 
@@ -121,23 +111,7 @@ impl Store for MemoryStore {
             return Ok(ClaimResponse::Existing(row.record(now)));
         }
         let token = data.next_token();
-        let row = Row {
-            namespace: req.namespace.clone(),
-            key: req.key.clone(),
-            state: State::Running,
-            fencing_token: token,
-            owner: Some(req.owner.clone()),
-            operator: None,
-            fingerprint: req.fingerprint.clone(),
-            lease_expires_at: Some(now + req.ttl),
-            hard_expires_at: Some(now + req.hard_ttl),
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            retain_until: None,
-            reason: None,
-            result: None,
-        };
+        let row = Row::claimed(req, token, now);
         let record = row.record(now);
         data.rows.insert(id.clone(), row);
         data.log(
@@ -319,9 +293,7 @@ impl Store for MemoryStore {
         let Some(current) = data.rows.get(&id).map(|r| r.record(now)) else {
             return Ok(OperatorResponse::NotFound);
         };
-        let allowed =
-            current.state == State::Uncertain || (force && current.state == State::Reconciling);
-        if !allowed {
+        if transition::may_reconcile(&current, force).is_err() {
             return Ok(OperatorResponse::Refused(current));
         }
         let token = data.next_token();
@@ -364,9 +336,7 @@ impl Store for MemoryStore {
             let Some(current) = data.rows.get(&id).map(|r| r.record(now)) else {
                 return Ok(OperatorResponse::NotFound);
             };
-            if current.state != State::Reconciling
-                || expected_token.is_some_and(|t| t != current.fencing_token)
-            {
+            if transition::may_resolve(&current, expected_token).is_err() {
                 return Ok(OperatorResponse::Refused(current));
             }
             let token = current.fencing_token;
@@ -412,7 +382,7 @@ impl Store for MemoryStore {
         let Some(current) = data.rows.get(&id).map(|r| r.record(now)) else {
             return Ok(OperatorResponse::NotFound);
         };
-        if current.state != State::Completed {
+        if transition::may_forget(&current).is_err() {
             return Ok(OperatorResponse::Refused(current));
         }
         data.rows.remove(&id);
@@ -436,12 +406,7 @@ impl Store for MemoryStore {
         let doomed: Vec<((String, String), FencingToken)> = data
             .rows
             .iter()
-            .filter(|(_, r)| {
-                r.state == State::Completed
-                    && (r.retain_until.is_some_and(|t| t <= now)
-                        || q.older_than
-                            .is_some_and(|d| r.completed_at.is_some_and(|c| c + d <= now)))
-            })
+            .filter(|(_, r)| transition::may_prune(&r.record(now), q.older_than))
             .map(|(id, r)| (id.clone(), r.fencing_token))
             .collect();
         for (id, token) in &doomed {
@@ -461,21 +426,17 @@ impl Store for MemoryStore {
         timeout: Duration,
     ) -> Result<(), StoreError> {
         let id = id(namespace, key);
-        let notify = self.notifier(&id);
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        // Re-check after registering so a change between the caller's read and now is not missed.
-        let still_running = self
-            .data()
-            .rows
-            .get(&id)
-            .is_some_and(|r| r.record(SystemTime::now()).state == State::Running);
-        if still_running {
-            let _ = tokio::time::timeout(timeout, notified).await;
-        }
-        forget_notifier(&self.inner.changed, &id, &notify);
-        Ok(())
+        let still_running = async {
+            Ok(self
+                .data()
+                .rows
+                .get(&id)
+                .is_some_and(|r| r.record(now()).state == State::Running))
+        };
+        self.inner
+            .waiters
+            .wait(namespace, key, timeout, still_running)
+            .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

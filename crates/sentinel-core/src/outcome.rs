@@ -76,7 +76,52 @@ pub enum Outcome<T, E> {
     },
 }
 
+/// The kind of an [`Outcome`], without its data: for metrics, logs and mappings (exit codes,
+/// HTTP statuses) written once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutcomeKind {
+    /// This call ran the function and its value is stored.
+    Completed,
+    /// A stored value was replayed (or an operator resolved the key without one).
+    Replayed,
+    /// The function failed: in this call, or a recorded failure was replayed.
+    Failed,
+    /// Another worker holds a live lease.
+    Running,
+    /// An earlier execution's outcome is unknown.
+    Uncertain,
+}
+
+impl OutcomeKind {
+    /// The lowercase name used in spans and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Completed => "completed",
+            OutcomeKind::Replayed => "replayed",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Running => "running",
+            OutcomeKind::Uncertain => "uncertain",
+        }
+    }
+}
+
 impl<T, E> Outcome<T, E> {
+    /// What kind of outcome this is.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Completed {
+                replayed: false, ..
+            } => OutcomeKind::Completed,
+            Outcome::Completed { replayed: true, .. } | Outcome::CompletedWithoutResult { .. } => {
+                OutcomeKind::Replayed
+            }
+            Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::Running { .. } => OutcomeKind::Running,
+            Outcome::Uncertain { .. } => OutcomeKind::Uncertain,
+        }
+    }
+
     /// The value of a completed execution, fresh or replayed.
     pub fn value(self) -> Option<T> {
         match self {

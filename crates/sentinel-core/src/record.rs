@@ -281,6 +281,33 @@ pub struct StoredRow {
 }
 
 impl StoredRow {
+    /// The row a claim inserts: running under `token`, owned by the requester, its lease and
+    /// ceiling dated from `now` (the store's clock).
+    pub fn claimed(
+        request: &crate::store::ClaimRequest,
+        token: FencingToken,
+        now: SystemTime,
+    ) -> Self {
+        let after = |d| now.checked_add(d).unwrap_or(now + crate::MAX_RETENTION);
+        Self {
+            namespace: request.namespace.clone(),
+            key: request.key.clone(),
+            state: State::Running,
+            fencing_token: token,
+            owner: Some(request.owner.clone()),
+            operator: None,
+            fingerprint: request.fingerprint.clone(),
+            lease_expires_at: Some(after(request.ttl)),
+            hard_expires_at: Some(after(request.hard_ttl)),
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            retain_until: None,
+            reason: None,
+            result: None,
+        }
+    }
+
     /// The record as seen at `now`, the store's clock.
     pub fn into_record(self, now: SystemTime) -> Record {
         let (state, reason) = Record::derive_state(

@@ -1,12 +1,19 @@
-//! The `Store` trait: one atomic primitive per method. All policy (ambiguous commits, failure
-//! policy, heartbeat cadence, caching) lives in the engine; a store only applies conditional
-//! transitions with its own clock and appends the matching event in the same atomic step.
+#![doc = include_str!("docs/store.md")]
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use crate::{Event, FencingToken, Owner, Record, State, StoreError, StoredResult, UncertainReason};
+
+/// The future a [`Store`] method returns (what `#[async_trait]` expands an `async fn` to);
+/// [`forward_store!`](crate::forward_store) writes forwarding methods in this form.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// A request to take ownership of an absent key.
 #[derive(Debug, Clone)]
@@ -238,9 +245,10 @@ pub struct StoreStats {
 }
 
 /// A storage backend. Every method is one atomic step; every write to a running record is
-/// conditional on `(namespace, key, token)`.
+/// conditional on `(namespace, key, token)`. See the [module docs](self) for what each method
+/// must guarantee and how to test a new store.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Takes ownership of an absent key, or returns the existing record unchanged. Must not lock
     /// or write an existing row. Appends `acquired` when it inserts.
     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError>;
@@ -260,10 +268,9 @@ pub trait Store: Send + Sync + 'static {
                 // Earlier claims of the batch committed: the failure must not read as "nothing
                 // happened", or their callers would never run what they own.
                 Err(e) if !out.is_empty() => {
-                    return Err(StoreError::new(
-                        crate::StoreErrorKind::Ambiguous,
-                        format!("claim batch stopped part-way: {e}"),
-                    ));
+                    return Err(StoreError::ambiguous(format!(
+                        "claim batch stopped part-way: {e}"
+                    )));
                 }
                 Err(e) => return Err(e),
             }
@@ -369,21 +376,270 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// For stores that signal in-process waiters through a map of `Notify`s: removes `notify` from
-/// the map once its last waiter is done (the map and the caller hold the only references), so
-/// that keys nobody waits on any more do not accumulate.
-pub fn forget_notifier<K: std::hash::Hash + Eq>(
-    map: &std::sync::Mutex<std::collections::HashMap<K, std::sync::Arc<tokio::sync::Notify>>>,
-    key: &K,
-    notify: &std::sync::Arc<tokio::sync::Notify>,
-) {
-    let mut map = map
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let unused = map
-        .get(key)
-        .is_some_and(|n| std::sync::Arc::ptr_eq(n, notify) && std::sync::Arc::strong_count(n) == 2);
-    if unused {
-        map.remove(key);
+/// In-process waiters of a store that has no notification channel of its own (memory, SQLite):
+/// [`Waiters::wait`] blocks until [`Waiters::notify`] is called for the key or the timeout passes.
+/// Entries exist only while someone waits.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    map: Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+impl Waiters {
+    /// Waits until the key is notified or `timeout` passes. `still_running` is checked after
+    /// registering, so that a change between the caller's read and the registration is not
+    /// missed; when it says the key no longer runs, this returns at once.
+    ///
+    /// # Errors
+    ///
+    /// What `still_running` returns.
+    pub async fn wait(
+        &self,
+        namespace: &str,
+        key: &str,
+        timeout: Duration,
+        still_running: impl Future<Output = Result<bool, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let id = (namespace.to_owned(), key.to_owned());
+        let notify = self.lock().entry(id.clone()).or_default().clone();
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let result = match still_running.await {
+            Ok(true) => {
+                let _ = tokio::time::timeout(timeout, notified).await;
+                Ok(())
+            }
+            other => other.map(drop),
+        };
+        // The map and this call hold the only references: nobody else waits on the key.
+        let mut map = self.lock();
+        let unused = map
+            .get(&id)
+            .is_some_and(|n| Arc::ptr_eq(n, &notify) && Arc::strong_count(n) == 2);
+        if unused {
+            map.remove(&id);
+        }
+        result
     }
+
+    /// Wakes everyone waiting on the key (its record changed).
+    pub fn notify(&self, namespace: &str, key: &str) {
+        let notify = self.lock().remove(&(namespace.to_owned(), key.to_owned()));
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Notify>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Conversions between the engine's types and the columns SQL stores keep them in.
+pub mod columns {
+    use super::{Duration, FencingToken, StoreError, SystemTime, UNIX_EPOCH};
+
+    /// A duration as whole milliseconds, saturating at `i64::MAX`.
+    pub fn millis(d: Duration) -> i64 {
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// A point in time as milliseconds since the Unix epoch (0 before it, saturating after).
+    pub fn epoch_millis(t: SystemTime) -> i64 {
+        t.duration_since(UNIX_EPOCH).map_or(0, millis)
+    }
+
+    /// Milliseconds since the Unix epoch as a point in time (negative values read as the epoch).
+    pub fn from_epoch_millis(ms: i64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    /// A fencing token as a `bigint` column.
+    ///
+    /// # Errors
+    ///
+    /// A token above `i64::MAX` (never drawn by a store; only a caller can make one) is refused
+    /// rather than wrapped.
+    pub fn token(t: FencingToken) -> Result<i64, StoreError> {
+        t.to_i64()
+            .ok_or_else(|| StoreError::other(format!("fencing token {t} does not fit a bigint")))
+    }
+
+    /// A fencing token read from a `bigint` column.
+    ///
+    /// # Errors
+    ///
+    /// A negative value, which no store writes.
+    pub fn token_from(value: i64) -> Result<FencingToken, StoreError> {
+        FencingToken::from_i64(value).ok_or_else(|| {
+            StoreError::other(format!("negative fencing token {value} in the store"))
+        })
+    }
+}
+
+/// Writes the [`Store`] methods named in the list as forwards to an inner store: `self.<path>`,
+/// where the path in brackets is a field (`[inner]`) or a method call (`[as_ref()]`). The
+/// forwarded call returns the inner store's future itself, so a decorator costs no allocation per
+/// call. For decorators: put `#[deny(clippy::missing_trait_methods)]` on the `impl` so that a
+/// method added to the trait later cannot silently fall back to its default.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sentinel_core::store::{ClaimRequest, ClaimResponse, Store};
+/// use sentinel_core::{MemoryStore, StoreError};
+///
+/// /// Counts claims, forwards everything.
+/// #[derive(Debug)]
+/// struct Counting {
+///     inner: Arc<dyn Store>,
+///     claims: std::sync::atomic::AtomicU64,
+/// }
+///
+/// #[async_trait::async_trait]
+/// #[deny(clippy::missing_trait_methods)]
+/// impl Store for Counting {
+///     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
+///         self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.inner.claim(request).await
+///     }
+///
+///     sentinel_core::forward_store!([inner] claim_many, heartbeat, complete, complete_many,
+///         release, mark_uncertain, load, list, history, reconcile, resolve, forget, prune,
+///         wait_for_change, stats, migrate);
+/// }
+/// # let _ = Counting { inner: Arc::new(MemoryStore::new()), claims: Default::default() };
+/// ```
+#[macro_export]
+macro_rules! forward_store {
+    ($inner:tt $($method:ident),* $(,)?) => {
+        $( $crate::forward_store!(@one $inner $method); )*
+    };
+    (@one [$($i:tt)+] claim) => {
+        fn claim<'s, 'a, 'async_trait>(&'s self, request: &'a $crate::store::ClaimRequest)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::ClaimResponse>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.claim(request) }
+    };
+    (@one [$($i:tt)+] claim_many) => {
+        fn claim_many<'s, 'a, 'async_trait>(&'s self, requests: &'a [$crate::store::ClaimRequest])
+            -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::store::ClaimResponse>>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.claim_many(requests) }
+    };
+    (@one [$($i:tt)+] heartbeat) => {
+        fn heartbeat<'s, 'a, 'async_trait>(&'s self, renewals: &'a [$crate::store::Renewal])
+            -> $crate::store::StoreFuture<'async_trait,
+                ::std::vec::Vec<::std::option::Option<::std::time::SystemTime>>>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.heartbeat(renewals) }
+    };
+    (@one [$($i:tt)+] complete) => {
+        fn complete<'s, 'a, 'async_trait>(&'s self, completion: &'a $crate::store::Completion)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::Write>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.complete(completion) }
+    };
+    (@one [$($i:tt)+] complete_many) => {
+        fn complete_many<'s, 'a, 'async_trait>(&'s self, completions: &'a [$crate::store::Completion])
+            -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::store::Write>>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.complete_many(completions) }
+    };
+    (@one [$($i:tt)+] release) => {
+        fn release<'s, 'a, 'b, 'async_trait>(&'s self, namespace: &'a str, key: &'b str,
+            token: $crate::FencingToken)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::Write>
+        where 's: 'async_trait, 'a: 'async_trait, 'b: 'async_trait, Self: 'async_trait
+        { self.$($i)+.release(namespace, key, token) }
+    };
+    (@one [$($i:tt)+] mark_uncertain) => {
+        fn mark_uncertain<'s, 'a, 'b, 'async_trait>(&'s self, namespace: &'a str, key: &'b str,
+            token: $crate::FencingToken, reason: $crate::UncertainReason)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::Write>
+        where 's: 'async_trait, 'a: 'async_trait, 'b: 'async_trait, Self: 'async_trait
+        { self.$($i)+.mark_uncertain(namespace, key, token, reason) }
+    };
+    (@one [$($i:tt)+] load) => {
+        fn load<'s, 'a, 'b, 'async_trait>(&'s self, namespace: &'a str, key: &'b str)
+            -> $crate::store::StoreFuture<'async_trait, ::std::option::Option<$crate::Record>>
+        where 's: 'async_trait, 'a: 'async_trait, 'b: 'async_trait, Self: 'async_trait
+        { self.$($i)+.load(namespace, key) }
+    };
+    (@one [$($i:tt)+] list) => {
+        fn list<'s, 'a, 'async_trait>(&'s self, query: &'a $crate::store::ListQuery)
+            -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::Record>>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.list(query) }
+    };
+    (@one [$($i:tt)+] history) => {
+        fn history<'s, 'a, 'b, 'async_trait>(&'s self, namespace: &'a str, key: &'b str,
+            limit: usize)
+            -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::Event>>
+        where 's: 'async_trait, 'a: 'async_trait, 'b: 'async_trait, Self: 'async_trait
+        { self.$($i)+.history(namespace, key, limit) }
+    };
+    (@one [$($i:tt)+] reconcile) => {
+        fn reconcile<'s, 'a, 'async_trait>(&'s self, action: &'a $crate::store::OperatorAction,
+            force: bool)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::OperatorResponse>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.reconcile(action, force) }
+    };
+    (@one [$($i:tt)+] resolve) => {
+        fn resolve<'s, 'a, 'b, 'async_trait>(&'s self, action: &'a $crate::store::OperatorAction,
+            resolution: &'b $crate::store::Resolution,
+            expected_token: ::std::option::Option<$crate::FencingToken>)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::OperatorResponse>
+        where 's: 'async_trait, 'a: 'async_trait, 'b: 'async_trait, Self: 'async_trait
+        { self.$($i)+.resolve(action, resolution, expected_token) }
+    };
+    (@one [$($i:tt)+] forget) => {
+        fn forget<'s, 'a, 'async_trait>(&'s self, action: &'a $crate::store::OperatorAction)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::OperatorResponse>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.forget(action) }
+    };
+    (@one [$($i:tt)+] prune) => {
+        fn prune<'s, 'a, 'async_trait>(&'s self, query: &'a $crate::store::PruneQuery)
+            -> $crate::store::StoreFuture<'async_trait, u64>
+        where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
+        { self.$($i)+.prune(query) }
+    };
+    (@one [$($i:tt)+] wait_for_change) => {
+        fn wait_for_change<'s, 'a, 'b, 'async_trait>(&'s self, namespace: &'a str, key: &'b str,
+            timeout: ::std::time::Duration)
+            -> $crate::store::StoreFuture<'async_trait, ()>
+        where 's: 'async_trait, 'a: 'async_trait, 'b: 'async_trait, Self: 'async_trait
+        { self.$($i)+.wait_for_change(namespace, key, timeout) }
+    };
+    (@one [$($i:tt)+] stats) => {
+        fn stats<'s, 'async_trait>(&'s self)
+            -> $crate::store::StoreFuture<'async_trait, $crate::store::StoreStats>
+        where 's: 'async_trait, Self: 'async_trait
+        { self.$($i)+.stats() }
+    };
+    (@one [$($i:tt)+] migrate) => {
+        fn migrate<'s, 'async_trait>(&'s self) -> $crate::store::StoreFuture<'async_trait, ()>
+        where 's: 'async_trait, Self: 'async_trait
+        { self.$($i)+.migrate() }
+    };
+}
+
+/// `store` behind an `Arc<dyn Store>`: the same `Arc` when it already is one, so that sharing a
+/// store never stacks indirections.
+pub fn shared(store: impl Store) -> Arc<dyn Store> {
+    match (&store as &dyn std::any::Any).downcast_ref::<Arc<dyn Store>>() {
+        Some(arc) => arc.clone(),
+        None => Arc::new(store),
+    }
+}
+
+/// A shared store is a store: `Sentinel::builder(arc)` and decorators take either.
+#[deny(clippy::missing_trait_methods)]
+impl<T: Store + ?Sized> Store for Arc<T> {
+    crate::forward_store!([as_ref()] claim, claim_many, heartbeat, complete, complete_many,
+        release, mark_uncertain, load, list, history, reconcile, resolve, forget, prune,
+        wait_for_change, stats, migrate);
 }

@@ -63,6 +63,19 @@ impl Owner {
         }
     }
 
+    /// Builds an owner from the three columns SQL stores keep it in; `None` unless all three are
+    /// set and the pid fits.
+    pub fn from_columns(
+        host: Option<String>,
+        pid: Option<i64>,
+        attempt: Option<String>,
+    ) -> Option<Self> {
+        match (host, pid.and_then(|p| u32::try_from(p).ok()), attempt) {
+            (Some(host), Some(pid), Some(attempt)) => Some(Self { host, pid, attempt }),
+            _ => None,
+        }
+    }
+
     /// Builds an owner from its stored parts.
     pub fn new(host: impl Into<String>, pid: u32, attempt: impl Into<String>) -> Self {
         Self {

@@ -53,20 +53,14 @@ fn db_kind(code: &SqlState) -> StoreErrorKind {
 }
 
 pub(crate) fn pool(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Unavailable,
-        format!("could not get a database connection: {e}"),
-    )
-    .with_source(e)
+    StoreError::unavailable(format!("could not get a database connection: {e}")).with_source(e)
 }
 
 pub(crate) fn timeout(what: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Ambiguous,
-        format!("{what}: no reply within the statement timeout"),
-    )
+    StoreError::ambiguous(format!("{what}: no reply within the statement timeout"))
 }
 
-pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
-    StoreError::new(StoreErrorKind::Other, what.into())
+/// A column that is not where, or not what, the statement promises.
+pub(crate) fn row_shape(e: tokio_postgres::Error) -> StoreError {
+    StoreError::other(format!("unexpected row shape: {e}")).with_source(e)
 }

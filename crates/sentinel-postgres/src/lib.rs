@@ -16,16 +16,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod builder;
+mod connect;
 mod error;
 mod listen;
 mod migrate;
+mod row;
 mod sql;
 mod store;
 
+pub use builder::{PgStoreBuilder, redact_url};
 pub use migrate::SCHEMA_VERSION;
-pub use store::{PgStore, PgStoreBuilder, redact_url};
+pub use store::PgStore;
 
-pub(crate) use store::PgConnector;
+pub(crate) use connect::PgConnector;
 
 /// Re-exports of the driver crates, so applications can build a pool or config of the same
 /// versions.

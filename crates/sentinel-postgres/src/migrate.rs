@@ -1,7 +1,7 @@
 //! Embedded, versioned, checksummed migrations, run under an advisory lock so that any number of
 //! processes may call `migrate` at once.
 
-use sentinel_core::{StoreError, StoreErrorKind};
+use sentinel_core::StoreError;
 
 use crate::error::{Phase, map};
 
@@ -70,24 +70,18 @@ pub(crate) async fn run(
         let sum: String = row.get(1);
         match MIGRATIONS.iter().find(|m| m.version == version) {
             None => {
-                return Err(StoreError::new(
-                    StoreErrorKind::Schema,
-                    format!(
-                        "schema `{schema}` is at version {version}, newer than this build knows \
+                return Err(StoreError::schema(format!(
+                    "schema `{schema}` is at version {version}, newer than this build knows \
                          ({SCHEMA_VERSION}); upgrade Sentinel"
-                    ),
-                ));
+                )));
             }
             Some(m) if checksum(m.sql) != sum => {
-                return Err(StoreError::new(
-                    StoreErrorKind::Schema,
-                    format!(
-                        "migration {version} ({}) of schema `{schema}` was applied with another \
+                return Err(StoreError::schema(format!(
+                    "migration {version} ({}) of schema `{schema}` was applied with another \
                          text (checksum {sum}, expected {})",
-                        m.name,
-                        checksum(m.sql)
-                    ),
-                ));
+                    m.name,
+                    checksum(m.sql)
+                )));
             }
             Some(_) => {}
         }
@@ -131,12 +125,9 @@ pub(crate) async fn check(client: &tokio_postgres::Client, schema: &str) -> Resu
         .map_err(|e| map(Phase::Execute, "schema check", e))?;
     let exists = rows.first().is_some_and(|r| r.get::<_, bool>(0));
     if !exists {
-        return Err(StoreError::new(
-            StoreErrorKind::Schema,
-            format!(
-                "the Sentinel schema `{schema}` does not exist; run `sentinel init` or `Sentinel::migrate()`"
-            ),
-        ));
+        return Err(StoreError::schema(format!(
+            "the Sentinel schema `{schema}` does not exist; run `sentinel init` or `Sentinel::migrate()`"
+        )));
     }
     let version: Option<i32> = client
         .query_typed(
@@ -149,17 +140,11 @@ pub(crate) async fn check(client: &tokio_postgres::Client, schema: &str) -> Resu
         .and_then(|r| r.get(0));
     match version {
         Some(v) if v == SCHEMA_VERSION => Ok(()),
-        Some(v) if v > SCHEMA_VERSION => Err(StoreError::new(
-            StoreErrorKind::Schema,
-            format!(
-                "schema `{schema}` is at version {v}, newer than this build knows ({SCHEMA_VERSION}); upgrade Sentinel"
-            ),
-        )),
-        _ => Err(StoreError::new(
-            StoreErrorKind::Schema,
-            format!(
-                "schema `{schema}` is not up to date; run `sentinel init` or `Sentinel::migrate()`"
-            ),
-        )),
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::schema(format!(
+            "schema `{schema}` is at version {v}, newer than this build knows ({SCHEMA_VERSION}); upgrade Sentinel"
+        ))),
+        _ => Err(StoreError::schema(format!(
+            "schema `{schema}` is not up to date; run `sentinel init` or `Sentinel::migrate()`"
+        ))),
     }
 }

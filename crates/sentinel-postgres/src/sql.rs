@@ -50,6 +50,40 @@ impl Stmt {
     }
 }
 
+/// Who an event row names.
+#[derive(Clone, Copy)]
+enum By {
+    /// The worker of the row (its owner columns).
+    Owner,
+    /// The worker, and why (`$4`).
+    OwnerBecause,
+    /// The operator (`$3`) and why (`$4`).
+    Operator,
+    /// Nobody (retention).
+    Nobody,
+}
+
+/// The `ev` CTE: one event row per row of `from`, written by the transition's own statement
+/// (events cost no statement of their own). `kind` is an SQL expression.
+fn event(s: &str, kind: &str, from: &str, by: By) -> String {
+    let owner = ", owner_host, owner_pid, owner_attempt";
+    let (cols, values) = match by {
+        By::Owner => (owner.to_owned(), owner.to_owned()),
+        By::OwnerBecause => (format!("{owner}, reason"), format!("{owner}, $4")),
+        By::Operator => (", actor, reason".to_owned(), ", $3, $4".to_owned()),
+        By::Nobody => (String::new(), String::new()),
+    };
+    format!(
+        "ev AS (
+            INSERT INTO {s}.events (namespace, key, event, fencing_token{cols})
+            SELECT namespace, key, {kind}, fencing_token{values} FROM {from}
+        )"
+    )
+}
+
+/// The event of a completion: `failed` for a recorded error.
+const COMPLETION_EVENT: &str = "CASE WHEN result_kind = 'error' THEN 'failed' ELSE 'completed' END";
+
 pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) claim: Stmt,
@@ -98,15 +132,11 @@ impl Sql {
                     WHERE NOT EXISTS (SELECT 1 FROM cur)
                     ON CONFLICT DO NOTHING
                     RETURNING {COLS}
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
-                        owner_pid, owner_attempt)
-                    SELECT namespace, key, 'acquired', fencing_token, owner_host, owner_pid,
-                        owner_attempt FROM ins
-                )
+                ), {ev}
                 SELECT now(), true AS acquired, {NAMES} FROM ins
                 UNION ALL
-                SELECT now(), false, {NAMES} FROM cur"
+                SELECT now(), false, {NAMES} FROM cur",
+                ev = event(s, "'acquired'", "ins", By::Owner)
                 ),
             ),
             claim_many: Stmt::new(
@@ -135,16 +165,12 @@ impl Sql {
                     ORDER BY i.namespace, i.key
                     ON CONFLICT DO NOTHING
                     RETURNING {COLS}
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
-                        owner_pid, owner_attempt)
-                    SELECT namespace, key, 'acquired', fencing_token, owner_host, owner_pid,
-                        owner_attempt FROM ins
-                )
+                ), {ev}
                 SELECT now(), true, i.ord, {INS_NAMES} FROM ins
                 JOIN input i ON ins.namespace = i.namespace AND ins.key = i.key
                 UNION ALL
-                SELECT now(), false, ord, {NAMES} FROM cur"
+                SELECT now(), false, ord, {NAMES} FROM cur",
+                ev = event(s, "'acquired'", "ins", By::Owner)
                 ),
             ),
             heartbeat: Stmt::new(
@@ -174,14 +200,9 @@ impl Sql {
                     WHERE namespace = $1 AND key = $2 AND fencing_token = $3
                       AND state = 'running'
                     RETURNING {COLS}, waiters
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
-                        owner_pid, owner_attempt)
-                    SELECT namespace, key,
-                        CASE WHEN result_kind = 'error' THEN 'failed' ELSE 'completed' END,
-                        fencing_token, owner_host, owner_pid, owner_attempt FROM upd
-                ), {notify_upd}
+                ), {ev}, {notify_upd}
                 SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
+                ev = event(s, COMPLETION_EVENT, "upd", By::Owner),
                 notify_upd = notify("upd")
                 ),
             ),
@@ -201,14 +222,9 @@ impl Sql {
                     WHERE e.namespace = i.namespace AND e.key = i.key
                       AND e.fencing_token = i.token AND e.state = 'running'
                     RETURNING i.ord, {E_COLS}, e.waiters
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
-                        owner_pid, owner_attempt)
-                    SELECT namespace, key,
-                        CASE WHEN result_kind = 'error' THEN 'failed' ELSE 'completed' END,
-                        fencing_token, owner_host, owner_pid, owner_attempt FROM upd
-                ), {notify_upd}
+                ), {ev}, {notify_upd}
                 SELECT now(), ord, {NAMES}, (SELECT count(*) FROM notified) FROM upd",
+                ev = event(s, COMPLETION_EVENT, "upd", By::Owner),
                     notify_upd = notify("upd")
                 ),
             ),
@@ -221,13 +237,9 @@ impl Sql {
                       AND lease_expires_at > now()
                     RETURNING namespace, key, fencing_token, owner_host, owner_pid, owner_attempt,
                         waiters
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
-                        owner_pid, owner_attempt)
-                    SELECT namespace, key, 'released', fencing_token, owner_host, owner_pid,
-                        owner_attempt FROM del
-                ), {notify_del}
+                ), {ev}, {notify_del}
                 SELECT (SELECT count(*) FROM notified) FROM del",
+                ev = event(s, "'released'", "del", By::Owner),
                 notify_del = notify("del")
                 ),
             ),
@@ -241,13 +253,9 @@ impl Sql {
                     WHERE namespace = $1 AND key = $2 AND fencing_token = $3
                       AND state = 'running'
                     RETURNING {COLS}, waiters
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, owner_host,
-                        owner_pid, owner_attempt, reason)
-                    SELECT namespace, key, 'uncertain', fencing_token, owner_host, owner_pid,
-                        owner_attempt, $4 FROM upd
-                ), {notify_upd}
+                ), {ev}, {notify_upd}
                 SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
+                ev = event(s, "'uncertain'", "upd", By::OwnerBecause),
                 notify_upd = notify("upd")
                 ),
             ),
@@ -285,18 +293,17 @@ impl Sql {
                     SET state = 'reconciling', fencing_token = nextval('{s}.fencing_tokens'),
                         operator = $3, reason = 'reconciling', updated_at = now(),
                         lease_expires_at = LEAST(lease_expires_at, now())
+                    -- mirrors transition::may_reconcile
                     WHERE namespace = $1 AND key = $2
                       AND (state = 'uncertain'
                            OR (state = 'running' AND lease_expires_at <= now())
                            OR ($5::bool AND state = 'reconciling'))
                     RETURNING {COLS}
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
-                    SELECT namespace, key, 'reconciling', fencing_token, $3, $4 FROM upd
-                )
+                ), {ev}
                 SELECT now(), true, {NAMES} FROM upd
                 UNION ALL
-                SELECT now(), false, {NAMES} FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)"
+                SELECT now(), false, {NAMES} FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)",
+                ev = event(s, "'reconciling'", "upd", By::Operator)
                 ),
             ),
             resolve_complete: Stmt::new(
@@ -308,16 +315,15 @@ impl Sql {
                     UPDATE {s}.executions
                     SET state = 'completed', result_kind = $5, result = $6::text::json,
                         reason = NULL, operator = $3, completed_at = now(), updated_at = now()
+                    -- mirrors transition::may_resolve
                     WHERE namespace = $1 AND key = $2 AND state = 'reconciling'
                       AND ($7::int8 IS NULL OR fencing_token = $7::int8)
                     RETURNING {COLS}, waiters
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
-                    SELECT namespace, key, 'resolved', fencing_token, $3, $4 FROM upd
-                ), {notify_upd}
+                ), {ev}, {notify_upd}
                 SELECT now(), true, {NAMES}, (SELECT count(*) FROM notified) FROM upd
                 UNION ALL
                 SELECT now(), false, {NAMES}, 0 FROM cur WHERE NOT EXISTS (SELECT 1 FROM upd)",
+                ev = event(s, "'resolved'", "upd", By::Operator),
                 notify_upd = notify("upd")
                 ),
             ),
@@ -328,17 +334,16 @@ impl Sql {
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), del AS (
                     DELETE FROM {s}.executions
+                    -- mirrors transition::may_resolve
                     WHERE namespace = $1 AND key = $2 AND state = 'reconciling'
                       AND ($5::int8 IS NULL OR fencing_token = $5::int8)
                     RETURNING namespace, key, fencing_token, waiters
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
-                    SELECT namespace, key, 'reset', fencing_token, $3, $4 FROM del
-                ), {notify_del}
+                ), {ev}, {notify_del}
                 SELECT now(), true, {NAMES}, (SELECT count(*) FROM notified) FROM cur
                 WHERE EXISTS (SELECT 1 FROM del)
                 UNION ALL
                 SELECT now(), false, {NAMES}, 0 FROM cur WHERE NOT EXISTS (SELECT 1 FROM del)",
+                ev = event(s, "'reset'", "del", By::Operator),
                 notify_del = notify("del")
                 ),
             ),
@@ -349,19 +354,19 @@ impl Sql {
                     SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
                 ), del AS (
                     DELETE FROM {s}.executions
+                    -- mirrors transition::may_forget
                     WHERE namespace = $1 AND key = $2 AND state = 'completed'
                     RETURNING namespace, key, fencing_token
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token, actor, reason)
-                    SELECT namespace, key, 'forgotten', fencing_token, $3, $4 FROM del
-                )
-                SELECT now(), EXISTS (SELECT 1 FROM del), {NAMES} FROM cur"
+                ), {ev}
+                SELECT now(), EXISTS (SELECT 1 FROM del), {NAMES} FROM cur",
+                ev = event(s, "'forgotten'", "del", By::Operator)
                 ),
             ),
             prune: Stmt::new(
                 &[INT8, INT8],
                 format!(
                 "WITH doomed AS (
+                    -- mirrors transition::may_prune
                     SELECT namespace, key FROM {s}.executions
                     WHERE state = 'completed'
                       AND (retain_until <= now()
@@ -376,11 +381,9 @@ impl Sql {
                 ), gone AS (
                     DELETE FROM {s}.events ev USING del
                     WHERE ev.namespace = del.namespace AND ev.key = del.key
-                ), ev AS (
-                    INSERT INTO {s}.events (namespace, key, event, fencing_token)
-                    SELECT namespace, key, 'pruned', fencing_token FROM del
-                )
-                SELECT count(*) FROM del"
+                ), {ev}
+                SELECT count(*) FROM del",
+                ev = event(s, "'pruned'", "del", By::Nobody)
                 ),
             ),
             add_waiter: Stmt::new(

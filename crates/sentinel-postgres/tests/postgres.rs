@@ -58,7 +58,7 @@ async fn fresh_then_replay(
     (before, fresh, proxy.counts())
 }
 
-/// DESIGN.md §3: a fresh `once` is two statements, a replay one, counted on the wire.
+/// docs/design.md §4: a fresh `once` is two statements, a replay one, counted on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_is_two_statements_and_replay_is_one() {
     let proxy = Proxy::start(support::server_addr()).await.unwrap();
@@ -161,7 +161,7 @@ async fn coalesced_claims_share_statements() {
     );
 }
 
-/// DESIGN.md §3: a replay served from the in-process cache costs no statement.
+/// docs/design.md §4: a replay served from the in-process cache costs no statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_replay_is_zero_statements() {
     let proxy = Proxy::start(support::server_addr()).await.unwrap();
@@ -190,7 +190,7 @@ async fn cached_replay_is_zero_statements() {
     assert_eq!(s.stats().cache_hits, 10);
 }
 
-/// DESIGN.md §3: one heartbeat statement per tick, whatever the number of executions in flight.
+/// docs/design.md §4: one heartbeat statement per tick, whatever the number of executions in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heartbeat_is_one_statement_per_tick() {
     const IN_FLIGHT: usize = 50;

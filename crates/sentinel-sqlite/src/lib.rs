@@ -19,8 +19,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod builder;
+mod error;
+mod row;
 mod schema;
 mod store;
 
+pub use builder::SqliteStoreBuilder;
 pub use schema::SCHEMA_VERSION;
-pub use store::{SqliteStore, SqliteStoreBuilder};
+pub use store::SqliteStore;

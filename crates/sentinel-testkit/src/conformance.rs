@@ -1,4 +1,4 @@
-//! The conformance suite: every row of DESIGN.md §2's table and every rule under it, written once
+//! The conformance suite: every row of docs/design.md §2's table and every rule of §3, written once
 //! and run against every store. A store is done when it passes all of it against a real server.
 //!
 //! Tests whose name starts with `timing_` depend on real time (ttl of at least 300 ms) and run in
@@ -23,7 +23,7 @@ use crate::FaultStore;
 type Out = Outcome<u64, String>;
 
 fn sentinel(store: Arc<dyn Store>) -> Sentinel {
-    Sentinel::builder_arc(store).build().unwrap()
+    Sentinel::builder(store).build().unwrap()
 }
 
 fn faulty(store: Arc<dyn Store>) -> (FaultStore, Sentinel) {
@@ -1008,7 +1008,7 @@ pub async fn bad_input_is_rejected(store: Arc<dyn Store>) {
         Err(Error::InvalidInput(_))
     ));
     assert!(
-        Sentinel::builder_arc(s.store().clone())
+        Sentinel::builder(s.store().clone())
             .result_cache(10, Duration::MAX)
             .build()
             .is_err()
@@ -1019,7 +1019,7 @@ pub async fn bad_input_is_rejected(store: Arc<dyn Store>) {
     );
 
     // A result over the limit: not recorded, key uncertain, value handed back.
-    let small = Sentinel::builder_arc(s.store().clone())
+    let small = Sentinel::builder(s.store().clone())
         .max_result_bytes(16)
         .build()
         .unwrap();

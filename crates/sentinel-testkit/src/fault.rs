@@ -4,14 +4,11 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use sentinel_core::store::{
-    ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
-    PruneQuery, Renewal, Resolution, Store, StoreStats, Write,
-};
-use sentinel_core::{Event, FencingToken, Record, StoreError, StoreErrorKind, UncertainReason};
+use sentinel_core::store::{ClaimRequest, ClaimResponse, Completion, Renewal, Store, Write};
+use sentinel_core::{Record, StoreError};
 
 /// Counts of faults still to inject, per operation.
 #[derive(Debug, Default, Clone)]
@@ -33,8 +30,8 @@ pub struct Faults {
     pub claim_commits_late: u32,
 }
 
-/// Wraps a store and injects [`Faults`].
-#[derive(Clone)]
+/// Wraps a store and injects [`Faults`]; with none armed it is the inner store.
+#[derive(Clone, Debug)]
 pub struct FaultStore {
     inner: Arc<dyn Store>,
     faults: Arc<Mutex<Faults>>,
@@ -43,14 +40,11 @@ pub struct FaultStore {
 }
 
 fn lost() -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Ambiguous,
-        "injected: reply lost after commit",
-    )
+    StoreError::ambiguous("injected: reply lost after commit")
 }
 
 fn unavailable() -> StoreError {
-    StoreError::new(StoreErrorKind::Unavailable, "injected: store unreachable")
+    StoreError::unavailable("injected: store unreachable")
 }
 
 fn take(counter: &mut u32) -> bool {
@@ -63,10 +57,10 @@ fn take(counter: &mut u32) -> bool {
 }
 
 impl FaultStore {
-    /// Wraps `inner` with no faults armed.
-    pub fn new(inner: Arc<dyn Store>) -> Self {
+    /// Wraps `inner` (owned or shared) with no faults armed.
+    pub fn new(inner: impl Store) -> Self {
         Self {
-            inner,
+            inner: sentinel_core::store::shared(inner),
             faults: Arc::default(),
             late_claim: Arc::default(),
             heartbeat_calls: Arc::default(),
@@ -90,6 +84,7 @@ impl FaultStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Store for FaultStore {
     async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
         if self.with(|f| take(&mut f.claim_commits_late)) {
@@ -126,27 +121,6 @@ impl Store for FaultStore {
         Ok(r)
     }
 
-    async fn release(
-        &self,
-        namespace: &str,
-        key: &str,
-        token: FencingToken,
-    ) -> Result<Write, StoreError> {
-        self.inner.release(namespace, key, token).await
-    }
-
-    async fn mark_uncertain(
-        &self,
-        namespace: &str,
-        key: &str,
-        token: FencingToken,
-        reason: UncertainReason,
-    ) -> Result<Write, StoreError> {
-        self.inner
-            .mark_uncertain(namespace, key, token, reason)
-            .await
-    }
-
     async fn load(&self, namespace: &str, key: &str) -> Result<Option<Record>, StoreError> {
         if self.with(|f| take(&mut f.load_unavailable)) {
             return Err(unavailable());
@@ -159,54 +133,6 @@ impl Store for FaultStore {
         record
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
-        self.inner.list(query).await
-    }
-
-    async fn history(
-        &self,
-        namespace: &str,
-        key: &str,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
-        self.inner.history(namespace, key, limit).await
-    }
-
-    async fn reconcile(
-        &self,
-        action: &OperatorAction,
-        force: bool,
-    ) -> Result<OperatorResponse, StoreError> {
-        self.inner.reconcile(action, force).await
-    }
-
-    async fn resolve(
-        &self,
-        action: &OperatorAction,
-        resolution: &Resolution,
-        expected_token: Option<FencingToken>,
-    ) -> Result<OperatorResponse, StoreError> {
-        self.inner.resolve(action, resolution, expected_token).await
-    }
-
-    async fn forget(&self, action: &OperatorAction) -> Result<OperatorResponse, StoreError> {
-        self.inner.forget(action).await
-    }
-
-    async fn prune(&self, query: &PruneQuery) -> Result<u64, StoreError> {
-        self.inner.prune(query).await
-    }
-
-    async fn wait_for_change(
-        &self,
-        namespace: &str,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
-        self.inner.wait_for_change(namespace, key, timeout).await
-    }
-
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
-    }
+    sentinel_core::forward_store!([inner] claim_many, complete_many, release, mark_uncertain,
+        list, history, reconcile, resolve, forget, prune, wait_for_change, stats, migrate);
 }

@@ -93,7 +93,7 @@ pub async fn store(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// # Ok(()) }
 /// ```
 pub async fn connect(url: &str) -> Result<Sentinel, Error> {
-    Sentinel::builder_arc(store(url).await?).build()
+    Sentinel::builder(store(url).await?).build()
 }
 
 fn redact(url: &str) -> String {
@@ -125,6 +125,6 @@ pub mod blocking {
         })
         .join()
         .map_err(|_| crate::Error::InvalidInput("connect panicked".into()))??;
-        Ok(Sentinel::new(crate::Sentinel::builder_arc(store).build()?))
+        Ok(Sentinel::new(crate::Sentinel::builder(store).build()?))
     }
 }
