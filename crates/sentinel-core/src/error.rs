@@ -74,6 +74,7 @@ impl StoreError {
     }
 
     /// Attaches the underlying cause.
+    #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
         self

@@ -87,3 +87,41 @@ fn blocking_panic_leaves_key_uncertain() {
         "{out:?}"
     );
 }
+
+#[test]
+fn blocking_two_phase_completes_and_replays() {
+    let s = blocking_sentinel();
+    let blocking::Begin::Acquired(execution) = s.once("k").begin::<u32, String>().unwrap() else {
+        panic!("a fresh key is acquired");
+    };
+    let token = execution.fencing_token();
+    let out = execution.complete(5).unwrap();
+    assert!(matches!(
+        out,
+        Outcome::Completed {
+            value: 5,
+            replayed: false,
+            ..
+        }
+    ));
+    let again = s.once("k").begin::<u32, String>().unwrap();
+    assert!(
+        matches!(again, blocking::Begin::Settled(Outcome::Completed { value: 5, replayed: true, token: t, .. }) if t == token),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn blocking_execution_dropped_on_another_thread_leaves_key_uncertain() {
+    let s = blocking_sentinel();
+    let begun = s.once("k").begin::<u32, String>().unwrap();
+    assert!(matches!(begun, blocking::Begin::Acquired(_)));
+    // The handle is Send: a binding may finish (or drop) it on any thread.
+    std::thread::spawn(move || drop(begun)).join().unwrap();
+    let record = s
+        .wait("default", "k", Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, State::Uncertain);
+    assert_eq!(record.reason, Some(UncertainReason::Cancelled));
+}

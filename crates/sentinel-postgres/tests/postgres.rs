@@ -250,28 +250,10 @@ async fn lost_claim_reply_is_settled_on_the_wire() {
     let s = Sentinel::builder(proxied_store(&proxy, 4).await)
         .build()
         .unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
     proxy.cut_after_next_statement();
-    let r = runs.clone();
-    let out: Out = s
-        .once("k")
-        .run(|_| async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok(1)
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            out,
-            Outcome::Completed {
-                replayed: false,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let (out, runs) = sentinel_testkit::run_counted(&s, "k").await;
+    sentinel_testkit::assert_fresh!(out);
+    assert_eq!(runs, 1);
     let kinds: Vec<_> = s
         .history("default", "k", 10)
         .await

@@ -1,20 +1,13 @@
 //! The conformance suite against SQLite files (each test in a database of its own).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use sentinel_core::Store;
 use sentinel_sqlite::SqliteStore;
 
 fn fresh_path() -> std::path::PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
     std::env::temp_dir()
-        .join(format!(
-            "sentinel-sqlite-conf-{}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            sentinel_core::Owner::current().attempt
-        ))
+        .join(sentinel_testkit::unique_name("sentinel-sqlite-conf"))
         .join("sentinel.db")
 }
 
@@ -29,7 +22,7 @@ mod memory_url {
 
     async fn sqlite_memory_store() -> Arc<dyn Store> {
         let path = SqliteStore::path_from_url("sqlite::memory:").unwrap();
-        Arc::new(SqliteStore::builder(path).open().await.unwrap())
+        Arc::new(SqliteStore::builder(path).build().await.unwrap())
     }
 
     sentinel_testkit::conformance_tests!(sqlite_memory_store);

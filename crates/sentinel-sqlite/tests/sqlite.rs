@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sentinel_core::{Error, Outcome, Sentinel, State, StoreErrorKind, UncertainReason};
+use sentinel_core::{Error, Outcome, Sentinel, StoreErrorKind};
 use sentinel_sqlite::SqliteStore;
 use sentinel_testkit::race;
 
@@ -125,29 +125,7 @@ fn process_killed_mid_execution_leaves_key_uncertain() {
         let s = Sentinel::builder(SqliteStore::open(&db).await.unwrap())
             .build()
             .unwrap();
-        let out: Out = s.once("victim").run(|_| async { Ok(2) }).await.unwrap();
-        assert!(matches!(out, Outcome::Running { .. }), "{out:?}");
-        let record = s
-            .wait("default", "victim", Duration::from_secs(5))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(record.state, State::Uncertain);
-        let out: Out = s
-            .once("victim")
-            .run(|_| async { panic!("an uncertain key must not run") })
-            .await
-            .unwrap();
-        assert!(
-            matches!(
-                out,
-                Outcome::Uncertain {
-                    reason: UncertainReason::OwnerDied,
-                    ..
-                }
-            ),
-            "{out:?}"
-        );
+        sentinel_testkit::assert_uncertain_after_expiry(&s, "victim").await;
     });
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -231,7 +209,7 @@ async fn bad_files_get_clear_errors() {
     let ro = dir.join("ro.db");
     SqliteStore::open(&ro).await.unwrap();
     let uri = format!("file:{}?mode=ro", ro.display());
-    match SqliteStore::builder(uri).open().await {
+    match SqliteStore::builder(uri).build().await {
         Err(e) => assert!(e.to_string().contains("read-only"), "{e}"),
         Ok(store) => {
             let s = Sentinel::builder(store).build().unwrap();

@@ -13,8 +13,8 @@ use sentinel_core::store::{
     ClaimRequest, ClaimResponse, ListQuery, OperatorAction, PruneQuery, Resolution, Store,
 };
 use sentinel_core::{
-    Disposition, Error, EventKind, FailurePolicy, FencingToken, LeaseLost, NotRecordedReason,
-    Outcome, Owner, ResultKind, Sentinel, State, StoredResult, UncertainReason,
+    Begin, Disposition, Error, EventKind, FailurePolicy, FencingToken, LeaseLost,
+    NotRecordedReason, Outcome, Owner, ResultKind, Sentinel, State, StoredResult, UncertainReason,
 };
 use tokio::sync::oneshot;
 
@@ -365,35 +365,139 @@ pub async fn cancellation_leaves_key_uncertain(store: Arc<dyn Store>) {
     assert_eq!(record.reason, Some(UncertainReason::Cancelled));
 }
 
+/// The two-phase form: `begin` hands out the execution, `complete` stores its value, and later
+/// calls (in either form) replay it; the handle carries the key, namespace and token.
+pub async fn two_phase_complete_then_replay(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    let Begin::Acquired(execution) = s
+        .once("k")
+        .namespace("two-phase")
+        .begin::<u64, String>()
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key is acquired");
+    };
+    assert_eq!((execution.key(), execution.namespace()), ("k", "two-phase"));
+    assert!(!execution.is_lease_lost());
+    let token = execution.fencing_token();
+    // While the handle is unfinished, the key is running under its token.
+    let busy: Out = s
+        .once("k")
+        .namespace("two-phase")
+        .run(|_| async { Ok(2) })
+        .await
+        .unwrap();
+    assert!(
+        matches!(busy, Outcome::Running { token: t, .. } if t == token),
+        "{busy:?}"
+    );
+    let done = execution.complete(7).await.unwrap();
+    assert!(
+        matches!(done, Outcome::Completed { value: 7, replayed: false, token: t, .. } if t == token),
+        "{done:?}"
+    );
+    let again = s
+        .once("k")
+        .namespace("two-phase")
+        .begin::<u64, String>()
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            again,
+            Begin::Settled(Outcome::Completed {
+                value: 7,
+                replayed: true,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+}
+
+/// `fail` applies the failure policy (here `record`: replayed as `Failed`); `release` frees the
+/// key whatever the policy, and the next caller runs under a larger token.
+pub async fn two_phase_fail_and_release(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    let Begin::Acquired(execution) = s
+        .once("recorded")
+        .on_failure(FailurePolicy::Record)
+        .begin::<u64, String>()
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key is acquired");
+    };
+    let failed = execution.fail("card declined".into()).await.unwrap();
+    assert!(
+        matches!(&failed, Outcome::Failed { error, replayed: false, disposition: Disposition::Recorded, .. } if error == "card declined"),
+        "{failed:?}"
+    );
+    let replayed: Out = s.once("recorded").run(|_| async { Ok(1) }).await.unwrap();
+    assert!(
+        matches!(&replayed, Outcome::Failed { replayed: true, .. }),
+        "{replayed:?}"
+    );
+
+    let Begin::Acquired(execution) = s.once("freed").begin::<u64, String>().await.unwrap() else {
+        panic!("a fresh key is acquired");
+    };
+    let first = execution.fencing_token();
+    assert_eq!(execution.release().await, Disposition::Released);
+    assert!(s.inspect("default", "freed").await.unwrap().is_none());
+    let out = run_value(&s, "freed", 3).await;
+    assert!(out.ran_here() && out.token() > first, "{out:?}");
+    assert_eq!(
+        events(&s, "freed").await,
+        [
+            EventKind::Acquired,
+            EventKind::Released,
+            EventKind::Acquired,
+            EventKind::Completed
+        ]
+    );
+}
+
+/// Dropping an unfinished execution handle leaves the key uncertain (reason `cancelled`), as
+/// dropping `run`'s future does.
+pub async fn dropped_execution_leaves_key_uncertain(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    let begun = s
+        .once("k")
+        .ttl(Duration::from_secs(30))
+        .begin::<u64, String>()
+        .await
+        .unwrap();
+    assert!(matches!(begun, Begin::Acquired(_)), "{begun:?}");
+    drop(begun);
+    let record = s
+        .wait("default", "k", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, State::Uncertain);
+    assert_eq!(record.reason, Some(UncertainReason::Cancelled));
+    let out: Out = s.once("k").run(|_| async { Ok(1) }).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Uncertain {
+                reason: UncertainReason::Cancelled,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
+
 /// A worker that dies leaves its key running until the lease expires, then uncertain; nothing
 /// re-runs it.
 pub async fn timing_expired_lease_makes_key_uncertain(store: Arc<dyn Store>) {
     let s = sentinel(store.clone());
     let ttl = Duration::from_millis(300);
     claim_and_die(&store, "k", ttl).await;
-    let out: Out = s.once("k").run(|_| async { Ok(1) }).await.unwrap();
-    assert!(matches!(out, Outcome::Running { .. }), "{out:?}");
-    let record = s
-        .wait("default", "k", Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.state, State::Uncertain);
-    let out: Out = s
-        .once("k")
-        .run(|_| async { panic!("an uncertain key must not run") })
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            out,
-            Outcome::Uncertain {
-                reason: UncertainReason::OwnerDied,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    crate::assert_uncertain_after_expiry(&s, "k").await;
     // Expiry is derived at read time: no event is written for it.
     assert_eq!(events(&s, "k").await, [EventKind::Acquired]);
 }
@@ -1081,27 +1185,9 @@ pub async fn bad_input_is_rejected(store: Arc<dyn Store>) {
 pub async fn ambiguous_claim_is_settled_by_rereading(store: Arc<dyn Store>) {
     let (fault, s) = faulty(store);
     fault.arm(|f| f.claim_reply_lost = 1);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    let out: Out = s
-        .once("k")
-        .run(|_| async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok(1)
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            out,
-            Outcome::Completed {
-                replayed: false,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let (out, runs) = crate::run_counted(&s, "k").await;
+    crate::assert_fresh!(out);
+    assert_eq!(runs, 1);
     assert_eq!(
         events(&s, "k").await,
         [EventKind::Acquired, EventKind::Completed]
@@ -1113,27 +1199,9 @@ pub async fn ambiguous_claim_is_settled_by_rereading(store: Arc<dyn Store>) {
 pub async fn late_claim_commit_is_recognised_as_ours(store: Arc<dyn Store>) {
     let (fault, s) = faulty(store);
     fault.arm(|f| f.claim_commits_late = 1);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    let out: Out = s
-        .once("k")
-        .run(|_| async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok(1)
-        })
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            out,
-            Outcome::Completed {
-                replayed: false,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let (out, runs) = crate::run_counted(&s, "k").await;
+    crate::assert_fresh!(out);
+    assert_eq!(runs, 1);
 }
 
 /// A completion whose reply was lost after it committed is confirmed by re-reading the row.
@@ -1376,6 +1444,8 @@ pub async fn shutdown_waits_then_refuses(store: Arc<dyn Store>) {
 /// Generates one `#[tokio::test]` per conformance case for a store factory: an async function
 /// (path) returning `Arc<dyn Store>`, called once per test. The calling crate needs `tokio`
 /// (features `macros`, `rt-multi-thread`) as a dev-dependency.
+///
+/// Adding a case is a `pub async fn` in this module plus one line in the list below.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:path) => {
@@ -1388,6 +1458,9 @@ macro_rules! conformance_tests {
             panic_leaves_key_uncertain,
             failure_before_start_releases_the_key,
             cancellation_leaves_key_uncertain,
+            two_phase_complete_then_replay,
+            two_phase_fail_and_release,
+            dropped_execution_leaves_key_uncertain,
             timing_expired_lease_makes_key_uncertain,
             timing_heartbeat_keeps_lease_alive,
             timing_hard_ceiling_fires_lease_lost,

@@ -11,8 +11,13 @@ pub mod conformance;
 mod fault;
 pub mod proxy;
 pub mod race;
+mod support;
 
 pub use fault::{FaultStore, Faults};
+pub use support::{assert_uncertain_after_expiry, run_counted, test_database_url, unique_name};
+
+#[doc(hidden)]
+pub use sentinel_core as __core;
 
 /// True when tests run in CI (`CI=true`), where a missing server is a failure, not a skip.
 pub fn in_ci() -> bool {

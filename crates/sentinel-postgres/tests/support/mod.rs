@@ -3,29 +3,15 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use sentinel_core::Store;
 use sentinel_postgres::PgStore;
 
-/// The test server: `SENTINEL_TEST_DATABASE_URL`, else the local one.
-pub fn database_url() -> String {
-    std::env::var("SENTINEL_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+pub use sentinel_testkit::test_database_url as database_url;
 
 /// A fresh schema name, unique across processes and runs.
 pub fn fresh_schema() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "sentinel_t_{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    sentinel_testkit::unique_name("sentinel_t")
 }
 
 /// A raw client for set-up and inspection.
