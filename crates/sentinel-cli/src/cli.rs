@@ -3,6 +3,35 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sentinel::{FailurePolicy, State};
+
+/// Parses the command line; on `--help`, `--version` or a usage error, prints and returns the
+/// exit code.
+pub(crate) fn parse() -> Result<Cli, std::process::ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let default_db = crate::store::default_sqlite_path().map_or_else(
+        || "(no state directory: set XDG_STATE_HOME or HOME)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let after = format!(
+        "Database: --database-url, else SENTINEL_DATABASE_URL, else the SQLite file\n  \
+         {default_db}\n(created on first use). DATABASE_URL is deliberately not read.\n\n{}",
+        crate::exit::Exit::help()
+    );
+    let usage = |e: clap::Error| {
+        let _ = e.print();
+        if e.use_stderr() {
+            std::process::ExitCode::from(crate::exit::Exit::Usage.code())
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    };
+    let matches = Cli::command()
+        .after_help(after)
+        .try_get_matches()
+        .map_err(usage)?;
+    Cli::from_arg_matches(&matches).map_err(usage)
+}
 
 /// Runs work at most once per key across a fleet, and lets operators inspect and reconcile keys.
 #[derive(Debug, Parser)]
@@ -164,4 +193,25 @@ pub(crate) enum StateArg {
     Uncertain,
     Completed,
     Reconciling,
+}
+
+impl From<OnFailure> for FailurePolicy {
+    fn from(p: OnFailure) -> Self {
+        match p {
+            OnFailure::Uncertain => FailurePolicy::Uncertain,
+            OnFailure::Release => FailurePolicy::Release,
+            OnFailure::Record => FailurePolicy::Record,
+        }
+    }
+}
+
+impl From<StateArg> for State {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Running => State::Running,
+            StateArg::Uncertain => State::Uncertain,
+            StateArg::Completed => State::Completed,
+            StateArg::Reconciling => State::Reconciling,
+        }
+    }
 }

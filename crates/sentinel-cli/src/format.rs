@@ -198,6 +198,51 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The table `history` prints.
+pub(crate) fn events_table(events: &[Event]) -> String {
+    let now = SystemTime::now();
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                rfc3339(e.at),
+                format!("({})", relative(e.at, now)),
+                e.kind.to_string(),
+                e.fencing_token.to_string(),
+                e.owner
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+                e.actor.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["AT", "", "EVENT", "TOKEN", "OWNER", "BY", "WHY"], &rows)
+}
+
+/// The table `list` prints.
+pub(crate) fn records_table(records: &[Record]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.key.clone(),
+                r.state.to_string(),
+                r.fencing_token.to_string(),
+                r.owner
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+                format!("updated {}", relative(r.updated_at, r.observed_at)),
+                r.reason.map(|x| x.to_string()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["KEY", "STATE", "TOKEN", "OWNER", "UPDATED", "REASON"],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,28 +1,26 @@
-//! `sentinel run`: a command at most once per key, its output streamed live and stored.
+//! `sentinel run`: a command at most once per key, its output streamed live and stored, and
+//! what each outcome means as an exit code. The process mechanics are in `child.rs`.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use sentinel::{Disposition, Error, ExecutionContext, FailurePolicy, LeaseLost, Outcome, Sentinel};
+use sentinel::{Disposition, ExecutionContext, LeaseLost, Outcome, Sentinel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::signal::unix::{SignalKind, signal};
 
-use tokio::sync::oneshot;
+use crate::child::{
+    Captured, Signals, has_exited, next, resolve_program, spawn_child, start_watchdog,
+};
+use crate::cli::RunArgs;
+use crate::exit::{Exit, Failure, fail};
 
-use crate::cli::{OnFailure, RunArgs};
-use crate::store::{EXIT_BUSY, EXIT_STOPPED, EXIT_UNCERTAIN, Failure, fail};
-
-/// Output kept per stream; the live stream is never cut.
-const OUTPUT_LIMIT: usize = 256 * 1024;
 /// Between SIGTERM and SIGKILL when Sentinel stops the command.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -38,83 +36,6 @@ struct RunResult {
     bytes_total: u64,
 }
 
-#[derive(Default, Clone)]
-struct Captured {
-    bytes: Vec<u8>,
-    total: u64,
-    /// The pump did not reach the end of the stream (someone else still holds it).
-    abandoned: bool,
-}
-
-type Shared = std::sync::Arc<std::sync::Mutex<Captured>>;
-
-/// Copies a child's stream to ours as it comes, keeping the first `OUTPUT_LIMIT` bytes in
-/// `captured`; returns at end of stream.
-fn pump(source: Option<impl Read>, mut sink: impl Write, captured: &Shared) {
-    let Some(mut source) = source else {
-        return;
-    };
-    let mut buf = [0u8; 8192];
-    loop {
-        match source.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                let _ = sink.write_all(&buf[..n]);
-                let _ = sink.flush();
-                let mut c = captured
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let room = OUTPUT_LIMIT.saturating_sub(c.bytes.len());
-                c.bytes.extend_from_slice(&buf[..n.min(room)]);
-                c.total += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
-}
-
-/// How long output is still collected after the command exited: a process it left behind
-/// (a daemon) may hold the pipes open for ever.
-const DRAIN: Duration = Duration::from_secs(2);
-
-/// Finds the program as `execvp` would; 127 when missing, 126 when not executable.
-fn resolve_program(name: &OsString) -> Result<PathBuf, Failure> {
-    let shown = name.to_string_lossy();
-    // access(2) answers for this user (mode bits alone are wrong for root and for files
-    // owned by others).
-    let executable = |p: &Path| {
-        p.metadata().is_ok_and(|m| m.is_file())
-            && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
-    };
-    let path = Path::new(name);
-    if name.is_empty() {
-        return Err(Failure::new(127, "empty command"));
-    }
-    if path.components().count() > 1 || shown.contains('/') {
-        if !path.exists() {
-            return Err(Failure::new(127, format!("{shown}: no such file")));
-        }
-        if !executable(path) {
-            return Err(Failure::new(126, format!("{shown}: not executable")));
-        }
-        return Ok(path.to_path_buf());
-    }
-    let mut found_non_executable = false;
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let candidate = dir.join(path);
-        if executable(&candidate) {
-            return Ok(candidate);
-        }
-        found_non_executable |= candidate.is_file();
-    }
-    if found_non_executable {
-        Err(Failure::new(126, format!("{shown}: not executable")))
-    } else {
-        Err(Failure::new(127, format!("{shown}: command not found")))
-    }
-}
-
 fn exit_byte(code: i32) -> u8 {
     u8::try_from(code.rem_euclid(256)).unwrap_or(1)
 }
@@ -125,109 +46,6 @@ fn describe(why: LeaseLost) -> &'static str {
         LeaseLost::Fenced => "the lease was lost: another owner (an operator?) holds the key",
         _ => "the lease was lost: renewals have been failing",
     }
-}
-
-/// How the child ended, with what it wrote.
-type Finished = (
-    std::io::Result<std::process::ExitStatus>,
-    Captured,
-    Captured,
-);
-
-/// Runs the child on a thread of its own that lives until the child is reaped: the child's
-/// PR_SET_PDEATHSIG fires when that *thread* exits, so it must not be a pooled one.
-fn spawn_child(
-    program: PathBuf,
-    arg0: OsString,
-    args: Vec<OsString>,
-    env: Vec<(&'static str, String)>,
-    own_group: bool,
-) -> (
-    oneshot::Receiver<std::io::Result<u32>>,
-    oneshot::Receiver<Finished>,
-) {
-    let (pid_tx, pid_rx) = oneshot::channel();
-    let (done_tx, done_rx) = oneshot::channel();
-    let parent = std::process::id();
-    let spawned = std::thread::Builder::new()
-        .name("sentinel-child".into())
-        .spawn(move || {
-            let mut cmd = std::process::Command::new(&program);
-            // The command sees the name it was given, not the path it was found at.
-            cmd.arg0(&arg0)
-                .args(&args)
-                .envs(env)
-                .stdin(Stdio::inherit())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            if own_group {
-                // Its own process group: signals we forward (and kills) reach the whole tree.
-                // Not at a terminal: there the command must stay in the foreground group to
-                // read the terminal, and Ctrl-C reaches it directly.
-                cmd.process_group(0);
-            }
-            // SAFETY: the closure runs in the forked child before exec and only makes the
-            // async-signal-safe calls prctl(2) and getppid(2); it allocates nothing on success.
-            #[allow(unsafe_code)]
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                        .map_err(std::io::Error::from)?;
-                    // The runner may have died between fork and prctl.
-                    if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
-                        return Err(std::io::Error::other("the runner exited"));
-                    }
-                    Ok(())
-                });
-            }
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = pid_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = pid_tx.send(Ok(child.id()));
-            let (out, err) = (child.stdout.take(), child.stderr.take());
-            let (out_buf, err_buf) = (Shared::default(), Shared::default());
-            let (tx, rx) = std::sync::mpsc::channel::<()>();
-            let (o, t) = (out_buf.clone(), tx.clone());
-            std::thread::spawn(move || {
-                pump(out, std::io::stdout(), &o);
-                let _ = t.send(());
-            });
-            let (e, t) = (err_buf.clone(), tx);
-            std::thread::spawn(move || {
-                pump(err, std::io::stderr(), &e);
-                let _ = t.send(());
-            });
-            let status = child.wait();
-            // Both streams end with the command, unless something it started holds them.
-            let deadline = std::time::Instant::now() + DRAIN;
-            let mut ended = 0;
-            while ended < 2 {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if rx.recv_timeout(left).is_err() {
-                    break;
-                }
-                ended += 1;
-            }
-            let take = |b: &Shared| {
-                let mut c = b
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                c.abandoned = ended < 2;
-                c
-            };
-            let _ = done_tx.send((status, take(&out_buf), take(&err_buf)));
-        });
-    if let Err(e) = spawned {
-        let (pid_tx, pid_rx2) = oneshot::channel();
-        let _ = pid_tx.send(Err(e));
-        return (pid_rx2, done_rx);
-    }
-    (pid_rx, done_rx)
 }
 
 fn result_of(status: std::process::ExitStatus, out: Captured, err: Captured) -> RunResult {
@@ -295,77 +113,6 @@ fn failed_to_start(e: &std::io::Error) -> RunResult {
         truncated: false,
         bytes_total: 0,
     }
-}
-
-/// The hidden first argument that makes the binary a watchdog (see [`watchdog`]).
-pub(crate) const WATCHDOG_ARG: &str = "__sentinel_watchdog";
-
-/// Kills the command's whole process group if the runner dies without saying goodbye.
-///
-/// PR_SET_PDEATHSIG reaches only the direct child; a shell's own children would outlive a runner
-/// killed with SIGKILL. This helper (the same binary, run as `sentinel __sentinel_watchdog PGID`)
-/// blocks on a pipe that only the runner writes: `d` means the runner finished normally; end of
-/// file without it means the runner died, and the group gets SIGKILL.
-pub(crate) fn watchdog() {
-    let Some(group) = std::env::args()
-        .nth(2)
-        .and_then(|g| g.parse::<i32>().ok())
-        .filter(|g| *g > 1)
-    else {
-        return;
-    };
-    let mut byte = [0u8; 1];
-    let done = matches!(std::io::stdin().read(&mut byte), Ok(1) if byte[0] == b'd');
-    if !done {
-        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
-    }
-}
-
-/// Starts the watchdog for a process group; returns the pipe to tell it goodbye.
-fn start_watchdog(group: Pid) -> Option<std::process::ChildStdin> {
-    let exe = std::env::current_exe().ok()?;
-    let mut child = std::process::Command::new(exe)
-        .arg(WATCHDOG_ARG)
-        .arg(group.as_raw().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let stdin = child.stdin.take();
-    // Reaped by a thread so it never lingers as a zombie while we run.
-    std::thread::spawn(move || child.wait());
-    stdin
-}
-
-/// SIGINT and SIGTERM, caught from the start of `run` so that none is missed or kills the runner
-/// while the key is held.
-pub(crate) struct Signals {
-    int: Option<tokio::signal::unix::Signal>,
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    pub(crate) fn catch() -> Self {
-        Self {
-            int: signal(SignalKind::interrupt()).ok(),
-            term: signal(SignalKind::terminate()).ok(),
-        }
-    }
-}
-
-async fn next(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match sig.as_mut() {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// True when the child has exited (it may not be reaped yet); `WNOWAIT` leaves it to `wait`.
-fn has_exited(pid: Pid) -> bool {
-    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    !matches!(waitid(Id::Pid(pid), flags), Ok(WaitStatus::StillAlive))
 }
 
 /// The function handed to `once`: runs the child, forwards signals, stops it when the lease is
@@ -523,34 +270,15 @@ pub(crate) async fn run(
 ) -> Result<u8, Failure> {
     // Caught from here on: a SIGTERM while the key is claimed is forwarded, not fatal.
     let signals = Signals::catch();
-    if args.key.is_empty() {
-        return Err(Failure::usage("--key must not be empty"));
-    }
-    if let Some(h) = args.hard_ttl {
-        if h < args.ttl {
-            return Err(Failure::usage(format!(
-                "--hard-ttl ({h:?}) must not be shorter than --ttl ({:?})",
-                args.ttl
-            )));
-        }
-    }
     let mut command = args.command.into_iter();
     let Some(first) = command.next() else {
         return Err(Failure::usage("no command given after --"));
-    };
-    // Checked before claiming: a command that cannot start leaves no record (nothing ran).
-    let program = resolve_program(&first)?;
-    let rest: Vec<OsString> = command.collect();
-    let policy = match args.on_failure {
-        OnFailure::Uncertain => FailurePolicy::Uncertain,
-        OnFailure::Release => FailurePolicy::Release,
-        OnFailure::Record => FailurePolicy::Record,
     };
     let mut once = s
         .once(&args.key)
         .namespace(namespace)
         .ttl(args.ttl)
-        .on_failure(policy);
+        .on_failure(args.on_failure.into());
     if let Some(h) = args.hard_ttl {
         once = once.hard_ttl(h);
     }
@@ -560,6 +288,11 @@ pub(crate) async fn run(
     if args.wait {
         once = once.wait(args.wait_timeout);
     }
+    // Bad input and a command that cannot start are refused before claiming: no record, since
+    // nothing ran.
+    once.validate().map_err(|e| fail(e, url))?;
+    let program = resolve_program(&first)?;
+    let rest: Vec<OsString> = command.collect();
     let stopped = Arc::new(AtomicBool::new(false));
     let flag = stopped.clone();
     let outcome = once
@@ -576,7 +309,7 @@ pub(crate) async fn run(
         );
     if stopped_here {
         eprintln!("sentinel: the command was stopped; key {key} is left uncertain for an operator");
-        return Ok(EXIT_STOPPED);
+        return Ok(Exit::Stopped.code());
     }
     match outcome {
         Ok(Outcome::Completed {
@@ -637,17 +370,19 @@ pub(crate) async fn run(
                 })
                 .unwrap_or_default();
             eprintln!("sentinel: key {key} is running on {who} (fencing token {token}{lease})");
-            Ok(EXIT_BUSY)
+            Ok(Exit::Busy.code())
         }
         Ok(Outcome::Uncertain { reason, token, .. }) => {
             eprintln!(
                 "sentinel: key {key} is uncertain ({reason}, fencing token {token}); \
                  inspect it and run `sentinel reconcile {key}`"
             );
-            Ok(EXIT_UNCERTAIN)
+            Ok(Exit::Uncertain.code())
         }
-        Ok(other) => Err(Failure::new(1, format!("unexpected outcome {other:?}"))),
-        Err(Error::Codec(m)) => Err(Failure::new(1, m)),
+        Ok(other) => Err(Failure::new(
+            Exit::Internal,
+            format!("unexpected outcome {other:?}"),
+        )),
         Err(e) => Err(fail(e, url)),
     }
 }

@@ -42,6 +42,7 @@ mod runtime;
 pub mod store;
 mod token;
 pub mod transition;
+mod url;
 
 pub use coalesce::Coalescing;
 pub use config::{
@@ -64,6 +65,7 @@ pub use record::{
 };
 pub use store::Store;
 pub use token::{FencingToken, Owner};
+pub use url::redact_url;
 
 #[cfg(test)]
 mod tests {

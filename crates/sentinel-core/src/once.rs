@@ -126,6 +126,16 @@ impl Once {
         &self.sentinel
     }
 
+    /// Checks the call as [`Once::begin`] would, without touching the store: for callers that
+    /// must refuse bad input before they start anything else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad key, namespace or duration.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.plan().map(drop)
+    }
+
     /// Checks the call against the limits and fills in the Sentinel's defaults.
     pub(crate) fn plan(&self) -> Result<Plan, Error> {
         let config = self.sentinel.config();

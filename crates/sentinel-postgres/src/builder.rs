@@ -13,6 +13,7 @@ use crate::PgStore;
 use crate::connect::default_rustls;
 use crate::connect::{PgConnector, Tls};
 use crate::error::{Phase, map};
+use sentinel_core::redact_url;
 
 /// Builds a [`PgStore`]: from a URL, a `tokio_postgres::Config`, or the application's own
 /// deadpool pool.
@@ -53,26 +54,6 @@ impl std::fmt::Debug for PgStoreBuilder {
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
             .finish_non_exhaustive()
-    }
-}
-
-/// The URL with its password replaced, for messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
-    let redacted = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
-    };
-    if rest.contains('/') {
-        format!("{scheme}://{redacted}/{tail}")
-    } else {
-        format!("{scheme}://{redacted}")
     }
 }
 

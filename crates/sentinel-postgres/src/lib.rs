@@ -25,8 +25,9 @@ mod row;
 mod sql;
 mod store;
 
-pub use builder::{PgStoreBuilder, redact_url};
+pub use builder::PgStoreBuilder;
 pub use migrate::SCHEMA_VERSION;
+pub use sentinel_core::redact_url;
 pub use store::PgStore;
 
 pub(crate) use connect::PgConnector;

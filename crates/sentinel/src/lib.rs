@@ -55,32 +55,202 @@ pub use sentinel_sqlite::{SqliteStore, SqliteStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use sentinel_postgres as postgres;
 
-/// Opens the store a URL names (see the table above), without touching its schema.
-pub async fn store(url: &str) -> Result<Arc<dyn Store>, Error> {
-    let scheme = url.split_once(':').map_or("", |(s, _)| s);
-    match scheme {
-        #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => Ok(Arc::new(PgStore::connect(url).await?)),
-        #[cfg(not(feature = "postgres"))]
-        "postgres" | "postgresql" => Err(Error::InvalidInput(
-            "this build has no PostgreSQL support (enable the `postgres` feature)".into(),
-        )),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Arc::new(
-            SqliteStore::builder(SqliteStore::path_from_url(url)?)
-                .open()
-                .await?,
-        )),
-        #[cfg(not(feature = "sqlite"))]
-        "sqlite" => Err(Error::InvalidInput(
-            "this build has no SQLite support (enable the `sqlite` feature)".into(),
-        )),
-        "memory" => Ok(Arc::new(MemoryStore::new())),
-        _ => Err(Error::InvalidInput(format!(
-            "unknown database URL scheme in `{}`: expected postgres://, postgresql://, sqlite:// or memory:",
-            redact(url)
-        ))),
+/// The stores a database URL can name: the one registry the facade, the CLI and the bindings
+/// open stores through. Adding a store is a variant here and an arm in [`open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// `postgres://…` or `postgresql://…` (also a key=value connection string): [`PgStore`].
+    Postgres,
+    /// `sqlite:///abs/path.db`, `sqlite://rel.db`, `sqlite::memory:`: [`SqliteStore`].
+    Sqlite,
+    /// `memory:`: [`MemoryStore`], one process, nothing persists.
+    Memory,
+}
+
+impl Scheme {
+    /// Every scheme, in the order messages list them.
+    pub const ALL: &'static [Scheme] = &[Scheme::Postgres, Scheme::Sqlite, Scheme::Memory];
+
+    /// The URL prefixes of this scheme.
+    pub const fn prefixes(self) -> &'static [&'static str] {
+        match self {
+            Scheme::Postgres => &["postgres://", "postgresql://"],
+            Scheme::Sqlite => &["sqlite://", "sqlite::memory:"],
+            Scheme::Memory => &["memory:"],
+        }
     }
+
+    /// The store's name, for messages.
+    pub const fn store_name(self) -> &'static str {
+        match self {
+            Scheme::Postgres => "PostgreSQL",
+            Scheme::Sqlite => "SQLite",
+            Scheme::Memory => "memory",
+        }
+    }
+
+    /// Whether this build can open it (the `postgres` and `sqlite` features).
+    pub const fn is_available(self) -> bool {
+        match self {
+            Scheme::Postgres => cfg!(feature = "postgres"),
+            Scheme::Sqlite => cfg!(feature = "sqlite"),
+            Scheme::Memory => true,
+        }
+    }
+
+    /// Which store `url` names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for any other URL, listing the schemes (the URL shown without its
+    /// password).
+    pub fn parse(url: &str) -> Result<Scheme, Error> {
+        Scheme::ALL
+            .iter()
+            .copied()
+            .find(|s| s.prefixes().iter().any(|p| url.starts_with(p)))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Scheme::ALL
+                    .iter()
+                    .flat_map(|s| s.prefixes().iter().copied())
+                    .collect();
+                Error::invalid_input(format!(
+                    "unknown database URL `{}`: expected one of {}",
+                    redact_url(url),
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// True when what `url` names lives and dies with one process (`memory:`,
+    /// `sqlite::memory:`), so that nothing would be shared between runs.
+    pub fn is_process_local(self, url: &str) -> bool {
+        match self {
+            Scheme::Memory => true,
+            Scheme::Sqlite => matches!(url, "sqlite::memory:" | "sqlite://:memory:"),
+            Scheme::Postgres => false,
+        }
+    }
+}
+
+/// What [`open`] does with a store's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SchemaSetup {
+    /// Nothing: the first statement finds out (the default, as [`connect`] does).
+    #[default]
+    Leave,
+    /// Check that it exists at this build's version (PostgreSQL), so that a missing one is
+    /// reported at start with what to run.
+    Check,
+    /// Create or upgrade it (idempotent).
+    Migrate,
+}
+
+/// How [`open`] opens a store.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// PostgreSQL schema holding Sentinel's tables (default `sentinel`).
+    pub pg_schema: Option<String>,
+    /// Connections in the store's pool (PostgreSQL, default 16) or threads (SQLite, default 4).
+    pub pool_size: Option<usize>,
+    /// What to do with the schema.
+    pub schema: SchemaSetup,
+}
+
+impl OpenOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`OpenOptions::pg_schema`].
+    #[must_use]
+    pub fn pg_schema(mut self, schema: impl Into<String>) -> Self {
+        self.pg_schema = Some(schema.into());
+        self
+    }
+
+    /// Sets [`OpenOptions::pool_size`].
+    #[must_use]
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = Some(size);
+        self
+    }
+
+    /// Sets [`OpenOptions::schema`].
+    #[must_use]
+    pub fn schema(mut self, setup: SchemaSetup) -> Self {
+        self.schema = setup;
+        self
+    }
+}
+
+/// Opens the store a URL names (see [`Scheme`]) with `options`.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for an unknown scheme, one this build lacks, or a bad URL or option;
+/// [`Error::Store`] when the store cannot be reached or (with [`SchemaSetup::Check`]) has no
+/// schema at this version.
+pub async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>, Error> {
+    let scheme = Scheme::parse(url)?;
+    if !scheme.is_available() {
+        return Err(Error::invalid_input(format!(
+            "this build has no {} support (enable the `{}` feature)",
+            scheme.store_name(),
+            scheme.store_name().to_lowercase()
+        )));
+    }
+    let store: Arc<dyn Store> = match scheme {
+        #[cfg(feature = "postgres")]
+        Scheme::Postgres => {
+            let mut builder = PgStore::builder().url(url);
+            if let Some(schema) = &options.pg_schema {
+                builder = builder.schema(schema);
+            }
+            if let Some(size) = options.pool_size {
+                builder = builder.pool_size(size);
+            }
+            let store = builder.build().await?;
+            if options.schema == SchemaSetup::Check {
+                store.check_schema().await?;
+            }
+            Arc::new(store)
+        }
+        #[cfg(feature = "sqlite")]
+        Scheme::Sqlite => {
+            let mut builder = SqliteStore::builder(SqliteStore::path_from_url(url)?);
+            if let Some(size) = options.pool_size {
+                builder = builder.threads(size);
+            }
+            Arc::new(builder.build().await?)
+        }
+        Scheme::Memory if url == "memory:" => Arc::new(MemoryStore::new()),
+        _ => {
+            return Err(Error::invalid_input(format!(
+                "`{}` is not a {} URL",
+                redact_url(url),
+                scheme.store_name()
+            )));
+        }
+    };
+    if options.schema == SchemaSetup::Migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// Opens the store a URL names (see [`Scheme`]) with default options, without touching its
+/// schema.
+///
+/// # Errors
+///
+/// Those of [`open`].
+pub async fn store(url: &str) -> Result<Arc<dyn Store>, Error> {
+    open(url, &OpenOptions::default()).await
 }
 
 /// Connects to the store a URL names and starts a [`Sentinel`] over it with default settings.
@@ -92,20 +262,12 @@ pub async fn store(url: &str) -> Result<Arc<dyn Store>, Error> {
 /// sentinel.migrate().await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Errors
+///
+/// Those of [`open`], and [`Error::Internal`] when Sentinel's thread cannot start.
 pub async fn connect(url: &str) -> Result<Sentinel, Error> {
     Sentinel::builder(store(url).await?).build()
-}
-
-fn redact(url: &str) -> String {
-    #[cfg(feature = "postgres")]
-    {
-        sentinel_postgres::redact_url(url)
-    }
-    #[cfg(not(feature = "postgres"))]
-    {
-        url.split_once('@')
-            .map_or_else(|| url.to_owned(), |(_, h)| format!("…@{h}"))
-    }
 }
 
 /// The blocking facade: [`sentinel_core::blocking`] plus [`blocking::connect`].
