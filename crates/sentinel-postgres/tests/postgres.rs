@@ -38,7 +38,15 @@ async fn fresh_then_replay(
     sentinel_testkit::proxy::WireCounts,
 ) {
     let before = proxy.counts();
-    for i in 0..10 {
+    run_fresh(s, 10).await;
+    let fresh = proxy.counts();
+    run_replays(s, 10).await;
+    (before, fresh, proxy.counts())
+}
+
+/// Runs keys `k0`..`k{n-1}` for the first time.
+async fn run_fresh(s: &Sentinel, n: u64) {
+    for i in 0..n {
         let out: Out = s
             .once(format!("k{i}"))
             .run(|_| async move { Ok(i) })
@@ -46,16 +54,18 @@ async fn fresh_then_replay(
             .unwrap();
         assert!(out.ran_here());
     }
-    let fresh = proxy.counts();
-    for i in 0..10 {
+}
+
+/// Calls keys `k0`..`k{n-1}` again: each must replay.
+async fn run_replays(s: &Sentinel, n: u64) {
+    for i in 0..n {
         let out: Out = s
             .once(format!("k{i}"))
             .run(|_| async { Ok(99) })
             .await
             .unwrap();
-        assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
+        sentinel_testkit::assert_replayed!(out);
     }
-    (before, fresh, proxy.counts())
 }
 
 /// docs/design.md §4: a fresh `once` is two statements, a replay one, counted on the wire.
@@ -169,23 +179,9 @@ async fn cached_replay_is_zero_statements() {
         .result_cache(1000, Duration::from_secs(60))
         .build()
         .unwrap();
-    for i in 0..10 {
-        let out: Out = s
-            .once(format!("k{i}"))
-            .run(|_| async move { Ok(i) })
-            .await
-            .unwrap();
-        assert!(out.ran_here());
-    }
+    run_fresh(&s, 10).await;
     let before = proxy.counts();
-    for i in 0..10 {
-        let out: Out = s
-            .once(format!("k{i}"))
-            .run(|_| async { Ok(99) })
-            .await
-            .unwrap();
-        assert!(matches!(out, Outcome::Completed { replayed: true, .. }));
-    }
+    run_replays(&s, 10).await;
     assert_eq!(proxy.counts(), before);
     assert_eq!(s.stats().cache_hits, 10);
 }
@@ -521,19 +517,7 @@ async fn completion_notifies_only_when_someone_waits() {
         "a completion without waiters notified"
     );
 
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let s2 = s.clone();
-    let worker = tokio::spawn(async move {
-        s2.once("watched")
-            .run(|_| async move {
-                let _ = started_tx.send(());
-                release_rx.await.unwrap();
-                Ok::<u64, String>(2)
-            })
-            .await
-    });
-    started_rx.await.unwrap();
+    let worker = sentinel_testkit::hold(&s, "watched").await;
     let s3 = s.clone();
     let waiter = tokio::spawn(async move {
         s3.once("watched")
@@ -563,8 +547,7 @@ async fn completion_notifies_only_when_someone_waits() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let waited_from = Instant::now();
-    release_tx.send(()).unwrap();
-    assert!(worker.await.unwrap().unwrap().ran_here());
+    assert!(worker.complete(2).await.unwrap().ran_here());
     let out = waiter.await.unwrap().unwrap();
     assert!(
         matches!(

@@ -1274,19 +1274,7 @@ pub async fn concurrent_callers_run_each_key_once(store: Arc<dyn Store>) {
 /// `wait` blocks while another worker runs the key and returns its replay.
 pub async fn waiting_caller_gets_the_replay(store: Arc<dyn Store>) {
     let s = sentinel(store);
-    let (started_tx, started_rx) = oneshot::channel();
-    let (finish_tx, finish_rx) = oneshot::channel::<()>();
-    let s2 = s.clone();
-    let worker = tokio::spawn(async move {
-        s2.once("k")
-            .run(|_| async move {
-                let _ = started_tx.send(());
-                finish_rx.await.unwrap();
-                Ok::<u64, String>(11)
-            })
-            .await
-    });
-    started_rx.await.unwrap();
+    let worker = crate::hold(&s, "k").await;
     let s3 = s.clone();
     let waiter = tokio::spawn(async move {
         s3.once("k")
@@ -1304,8 +1292,7 @@ pub async fn waiting_caller_gets_the_replay(store: Arc<dyn Store>) {
         !waiter.is_finished(),
         "the waiter returned while the key was running"
     );
-    finish_tx.send(()).unwrap();
-    assert!(worker.await.unwrap().unwrap().ran_here());
+    assert!(worker.complete(11).await.unwrap().ran_here());
     let out = waiter.await.unwrap().unwrap();
     assert!(
         matches!(

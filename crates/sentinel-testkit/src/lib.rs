@@ -14,7 +14,9 @@ pub mod race;
 mod support;
 
 pub use fault::{FaultStore, Faults};
-pub use support::{assert_uncertain_after_expiry, run_counted, test_database_url, unique_name};
+pub use support::{
+    assert_uncertain_after_expiry, hold, run_counted, test_database_url, unique_name,
+};
 
 #[doc(hidden)]
 pub use sentinel_core as __core;

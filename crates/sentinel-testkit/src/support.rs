@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sentinel_core::{Outcome, Sentinel, State, UncertainReason};
+use sentinel_core::{Begin, Execution, Outcome, Sentinel, State, UncertainReason};
 
 /// A name unique across processes and runs: `<prefix>_<pid>_<counter>_<nanos>`, made of
 /// lowercase letters, digits and `_` when the prefix is (so it is a valid schema name).
@@ -42,6 +42,15 @@ pub async fn run_counted(s: &Sentinel, key: &str) -> (Outcome<u64, String>, usiz
         .await
         .unwrap();
     (out, runs.load(Ordering::SeqCst))
+}
+
+/// Claims `key` (in the Sentinel's default namespace) and holds it: the key stays running until
+/// the returned execution is finished (`complete`, `fail`, `release`) or dropped.
+pub async fn hold(s: &Sentinel, key: &str) -> Execution<u64, String> {
+    match s.once(key).begin().await.unwrap() {
+        Begin::Acquired(execution) => execution,
+        other => panic!("expected to acquire {key}, found {other:?}"),
+    }
 }
 
 /// Asserts that a worker's claim of `key` (in `default`) whose owner died reads `Running`, then,

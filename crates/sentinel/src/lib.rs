@@ -34,6 +34,9 @@
 //!
 //! ## Stores
 //!
+//! A URL names its store ([`Scheme`]); [`connect`] opens it with defaults, [`open`] with
+//! [`OpenOptions`].
+//!
 //! | URL | store | feature |
 //! | --- | --- | --- |
 //! | `postgres://…`, `postgresql://…` | [`PgStore`] | `postgres` (default) |
@@ -60,7 +63,7 @@ pub use sentinel_postgres as postgres;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Scheme {
-    /// `postgres://…` or `postgresql://…` (also a key=value connection string): [`PgStore`].
+    /// `postgres://…` or `postgresql://…`: [`PgStore`].
     Postgres,
     /// `sqlite:///abs/path.db`, `sqlite://rel.db`, `sqlite::memory:`: [`SqliteStore`].
     Sqlite,
