@@ -1,28 +1,19 @@
 //! The second half of the once path: an [`Execution`] this call owns, kept alive by the
-//! heartbeat, and its finish — the result stored, the key released or left uncertain, per the
-//! failure policy. Every way out of here writes at most one fenced transition.
+//! heartbeat until it is finished (`finish.rs` stores the result, releases the key or leaves it
+//! uncertain, per the failure policy) or dropped (the key is left uncertain).
 
-use std::any::Any;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
-use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::cache::Completed;
-use crate::engine::{Admission, timed};
-use crate::error::{NotRecorded, NotRecordedReason};
+use crate::engine::Admission;
 use crate::once::Plan;
 use crate::policy::failure_reason;
-use crate::store::{Completion, Write};
 use crate::{
-    Disposition, Error, ExecutionContext, FailurePolicy, FencingToken, LeaseLost, Outcome,
-    ResultKind, Sentinel, State, StoredResult, UncertainReason, metrics,
+    Disposition, Error, ExecutionContext, FencingToken, LeaseLost, Outcome, Sentinel,
+    UncertainReason, metrics,
 };
-
-/// How often a completion whose reply was lost is written again after re-reading the row.
-const WRITE_ATTEMPTS: u32 = 3;
 
 /// An execution this call owns, from [`Once::begin`](crate::Once::begin): the key, its fencing
 /// token and its lease-lost signal. The heartbeat renews the lease until the handle is finished
@@ -48,9 +39,9 @@ const WRITE_ATTEMPTS: u32 = 3;
 /// ```
 #[must_use = "an Execution must be finished with complete, fail or release, or the key turns uncertain"]
 pub struct Execution<T, E> {
-    sentinel: Sentinel,
-    plan: Plan,
-    ctx: ExecutionContext,
+    pub(crate) sentinel: Sentinel,
+    pub(crate) plan: Plan,
+    pub(crate) ctx: ExecutionContext,
     heartbeat_id: u64,
     /// Still unfinished: dropping the handle marks the key uncertain.
     armed: bool,
@@ -67,28 +58,6 @@ impl<T, E> std::fmt::Debug for Execution<T, E> {
             .field("token", &self.ctx.fencing_token())
             .field("lease_lost", &self.ctx.lease_lost_reason())
             .finish_non_exhaustive()
-    }
-}
-
-/// Why an outcome could not be stored (internal; becomes [`NotRecorded`]).
-struct Unrecorded {
-    reason: NotRecordedReason,
-    detail: String,
-}
-
-impl Unrecorded {
-    fn new(reason: NotRecordedReason, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-        }
-    }
-
-    fn fenced() -> Self {
-        Self::new(
-            NotRecordedReason::Fenced,
-            "another owner holds a newer token",
-        )
     }
 }
 
@@ -239,207 +208,6 @@ impl<T, E> Execution<T, E> {
         self.armed = false;
         if let Ok(outcome) = result {
             self.span.record("outcome", outcome.kind().as_str());
-        }
-    }
-
-    /// Stores a value, or applies the failure policy to an error.
-    async fn settle(&self, output: Result<T, E>) -> Result<Outcome<T, E>, Error>
-    where
-        T: Serialize + Send + 'static,
-        E: Serialize + Send + 'static,
-    {
-        let token = self.fencing_token();
-        let error = match output {
-            Ok(value) => {
-                let stored = self.encode(&value, ResultKind::Value);
-                return match self.record(stored).await {
-                    Ok(completed_at) => Ok(Outcome::Completed {
-                        value,
-                        replayed: false,
-                        token,
-                        completed_at,
-                    }),
-                    Err(u) => Err(self.not_recorded(u, Ok::<T, E>(value)).await),
-                };
-            }
-            Err(error) => error,
-        };
-        let disposition = match self.plan.policy.effective(&self.ctx) {
-            FailurePolicy::Release => self.release_key().await,
-            FailurePolicy::Record => {
-                match self.record(self.encode(&error, ResultKind::Error)).await {
-                    Ok(_) => Disposition::Recorded,
-                    Err(u) => return Err(self.not_recorded(u, Err::<T, E>(error)).await),
-                }
-            }
-            _ => {
-                self.mark_uncertain(failure_reason(&self.ctx)).await;
-                Disposition::Uncertain
-            }
-        };
-        Ok(Outcome::Failed {
-            error,
-            replayed: false,
-            disposition,
-            token,
-        })
-    }
-
-    /// Writes the encoded completion, and caches it. (Encoding happens before, outside the
-    /// future, so that it holds no reference to the value across a wait.)
-    async fn record(
-        &self,
-        encoded: Result<StoredResult, Unrecorded>,
-    ) -> Result<SystemTime, Unrecorded> {
-        let stored = encoded?;
-        let token = self.fencing_token();
-        let plan = &self.plan;
-        let completed_at = self.write_completion(stored.clone()).await?;
-        let cached = Completed {
-            result: Some(stored),
-            token,
-            completed_at,
-            fingerprint: plan.fingerprint.clone(),
-        };
-        self.sentinel
-            .inner
-            .cache
-            .insert(&plan.namespace, &plan.key, cached, plan.retain_for);
-        Ok(completed_at)
-    }
-
-    fn encode<V: Serialize>(
-        &self,
-        value: &V,
-        kind: ResultKind,
-    ) -> Result<StoredResult, Unrecorded> {
-        // A `Serialize` impl that panics must not escape as a panic after the work was done.
-        let json = std::panic::catch_unwind(AssertUnwindSafe(|| serde_json::to_string(value)))
-            .map_err(|_| {
-                Unrecorded::new(NotRecordedReason::Codec, "serializing the result panicked")
-            })?
-            .map_err(|e| {
-                Unrecorded::new(
-                    NotRecordedReason::Codec,
-                    format!("result does not serialize: {e}"),
-                )
-            })?;
-        let limit = self.sentinel.config().max_result_bytes;
-        if json.len() > limit {
-            return Err(Unrecorded::new(
-                NotRecordedReason::TooLarge,
-                format!("result is {} bytes; the limit is {limit}", json.len()),
-            ));
-        }
-        Ok(StoredResult::new(kind, json))
-    }
-
-    /// Writes the completion, settling a lost reply by re-reading the row.
-    async fn write_completion(&self, result: StoredResult) -> Result<SystemTime, Unrecorded> {
-        let plan = &self.plan;
-        let token = self.fencing_token();
-        let completion = Completion::new(
-            plan.namespace.clone(),
-            plan.key.clone(),
-            token,
-            result,
-            plan.retain_for,
-        );
-        let store = &self.sentinel.inner.store;
-        let mut uncertain_write = false;
-        let mut last = String::new();
-        for _ in 0..WRITE_ATTEMPTS {
-            match timed("complete", store.complete(&completion)).await {
-                Ok(Write::Applied(r)) => {
-                    return Ok(r
-                        .and_then(|r| r.completed_at)
-                        .unwrap_or_else(SystemTime::now));
-                }
-                Ok(Write::Fenced) if !uncertain_write => return Err(Unrecorded::fenced()),
-                Ok(Write::Fenced) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "completion not confirmed; re-reading the row");
-                    uncertain_write = uncertain_write || e.is_ambiguous();
-                    last = e.to_string();
-                }
-            }
-            // Our earlier attempt may have committed: the row completed under our token says so.
-            match self.sentinel.reread(plan).await {
-                Ok(Some(r)) if r.fencing_token == token && r.state == State::Completed => {
-                    return Ok(r.completed_at.unwrap_or(r.updated_at));
-                }
-                Ok(Some(r)) if r.fencing_token == token && r.state != State::Reconciling => {
-                    // Still ours and not completed: write again.
-                }
-                Ok(_) => return Err(Unrecorded::fenced()),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(Unrecorded::new(NotRecordedReason::Unconfirmed, last))
-    }
-
-    /// The outcome could not be stored: the key is left uncertain (unless another owner holds
-    /// it) and the caller gets the output back inside the error.
-    async fn not_recorded<R: Send + 'static>(&self, u: Unrecorded, output: R) -> Error {
-        if u.reason != NotRecordedReason::Fenced {
-            self.mark_uncertain(UncertainReason::NotRecorded).await;
-        }
-        let payload: Box<dyn Any + Send> = Box::new(output);
-        Error::NotRecorded(Box::new(NotRecorded::new(
-            self.fencing_token(),
-            u.reason,
-            u.detail,
-            Some(payload),
-        )))
-    }
-
-    /// Best effort: lease expiry is the backstop when this write fails.
-    async fn mark_uncertain(&self, reason: UncertainReason) {
-        metrics::uncertain();
-        let plan = &self.plan;
-        let write = self.sentinel.inner.store.mark_uncertain(
-            &plan.namespace,
-            &plan.key,
-            self.fencing_token(),
-            reason,
-        );
-        if let Err(e) = timed("mark_uncertain", write).await {
-            tracing::warn!(error = %e, "could not mark the key uncertain; its lease will expire");
-        }
-    }
-
-    async fn release_key(&self) -> Disposition {
-        let (plan, token) = (&self.plan, self.fencing_token());
-        let write = self
-            .sentinel
-            .inner
-            .store
-            .release(&plan.namespace, &plan.key, token);
-        match timed("release", write).await {
-            Ok(Write::Applied(_)) => Disposition::Released,
-            Ok(Write::Fenced) => {
-                // Another owner took over, or our lease expired meanwhile: an expired lease is
-                // uncertain, not released. Record why, if the row is still ours.
-                self.mark_uncertain(UncertainReason::Failed).await;
-                Disposition::Uncertain
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "release not confirmed; re-reading the row");
-                match self.sentinel.reread(plan).await {
-                    Ok(None) => Disposition::Released,
-                    // Claimed again by someone else after our release committed.
-                    Ok(Some(r))
-                        if r.fencing_token > token
-                            && matches!(r.state, State::Running | State::Completed) =>
-                    {
-                        Disposition::Released
-                    }
-                    _ => {
-                        self.mark_uncertain(UncertainReason::Failed).await;
-                        Disposition::Uncertain
-                    }
-                }
-            }
         }
     }
 }

@@ -29,6 +29,7 @@ mod context;
 mod engine;
 mod error;
 mod execution;
+mod finish;
 mod heartbeat;
 mod key;
 mod memory;
