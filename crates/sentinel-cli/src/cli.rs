@@ -117,11 +117,15 @@ pub(crate) enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Delete completed records whose retention passed (never running or uncertain ones).
+    /// Delete completed records of the namespace whose retention passed (never running or
+    /// uncertain ones).
     Prune {
         /// Also delete records that completed more than this long ago (e.g. 30d).
         #[arg(long, value_parser = crate::duration::parse)]
         older_than: Option<Duration>,
+        /// Prune every namespace, not only --namespace.
+        #[arg(long)]
+        all_namespaces: bool,
     },
 }
 

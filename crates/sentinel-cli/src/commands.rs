@@ -150,8 +150,16 @@ pub(crate) async fn forget(t: &Target, key: &str, reason: Option<String>) -> Res
     Ok(0)
 }
 
-pub(crate) async fn prune(t: &Target, older_than: Option<Duration>) -> Result<u8, Failure> {
-    let mut q = PruneQuery::default();
+pub(crate) async fn prune(
+    t: &Target,
+    older_than: Option<Duration>,
+    all_namespaces: bool,
+) -> Result<u8, Failure> {
+    let mut q = if all_namespaces {
+        PruneQuery::default()
+    } else {
+        PruneQuery::in_namespace(t.namespace.clone())
+    };
     q.older_than = older_than;
     let n = t.sentinel.prune(&q).await.map_err(|e| t.fail(e))?;
     println!("{n}");

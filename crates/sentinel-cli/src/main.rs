@@ -70,7 +70,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Command::Resolve(args) => commands::resolve(&target, args).await,
             Command::Forget { key, reason } => commands::forget(&target, &key, reason).await,
-            Command::Prune { older_than } => commands::prune(&target, older_than).await,
+            Command::Prune {
+                older_than,
+                all_namespaces,
+            } => commands::prune(&target, older_than, all_namespaces).await,
         };
         target.sentinel.shutdown().await;
         code

@@ -412,6 +412,40 @@ fn wait_returns_the_replay(env: &Env) {
     assert!(first.wait().unwrap().success());
 }
 
+/// `--namespace a prune --older-than …` deletes only namespace a's records: b's key still
+/// replays instead of running again (H2). `--all-namespaces` is the explicit way to prune all.
+fn prune_is_scoped_to_the_namespace(env: &Env) {
+    let script = sh("echo ran >> runs.log");
+    for ns in ["a", "b"] {
+        let out = env.run(
+            &[
+                &["--namespace", ns][..],
+                &run_args("charge-42", &[], &script),
+            ]
+            .concat(),
+        );
+        assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    }
+    let pruned = env.run(&["--namespace", "a", "prune", "--older-than", "1ms"]);
+    assert_eq!(code(&pruned), 0, "{}", text(&pruned.stderr));
+    assert_eq!(text(&pruned.stdout), "1\n");
+    let again = env.run(
+        &[
+            &["--namespace", "b"][..],
+            &run_args("charge-42", &[], &script),
+        ]
+        .concat(),
+    );
+    assert_eq!(code(&again), 0);
+    assert_eq!(
+        std::fs::read_to_string(env.path("runs.log")).unwrap(),
+        "ran\nran\n",
+        "namespace b's completed key ran again after pruning namespace a"
+    );
+    let all = env.run(&["prune", "--older-than", "1ms", "--all-namespaces"]);
+    assert_eq!(text(&all.stdout), "1\n", "{}", text(&all.stderr));
+}
+
 /// Namespaces isolate keys.
 fn namespaces_isolate(env: &Env) {
     let a = env.run(&[
@@ -461,6 +495,7 @@ both_stores!(
     paused_runner_cannot_complete,
     wait_returns_the_replay,
     namespaces_isolate,
+    prune_is_scoped_to_the_namespace,
 );
 
 // ---- policies, output and bad input (SQLite) --------------------------------------------------

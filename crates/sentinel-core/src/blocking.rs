@@ -102,7 +102,7 @@ impl Sentinel {
 
     /// See [`crate::Sentinel::prune`].
     pub fn prune(&self, query: &PruneQuery) -> Result<u64, Error> {
-        let q = *query;
+        let q = query.clone();
         self.call(|s| async move { s.prune(&q).await })
     }
 

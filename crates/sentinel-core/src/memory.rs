@@ -406,6 +406,7 @@ impl Store for MemoryStore {
         let doomed: Vec<((String, String), FencingToken)> = data
             .rows
             .iter()
+            .filter(|(id, _)| q.namespace.as_ref().is_none_or(|ns| *ns == id.0))
             .filter(|(_, r)| transition::may_prune(&r.record(now), q.older_than))
             .map(|(id, r)| (id.clone(), r.fencing_token))
             .collect();

@@ -116,8 +116,8 @@ impl Sentinel {
         applied(action, response, transition::may_forget).map(drop)
     }
 
-    /// Deletes completed records whose retention has passed (or older than
-    /// `query.older_than`). Returns how many.
+    /// Deletes completed records of `query.namespace` (all namespaces when `None`) whose
+    /// retention has passed (or older than `query.older_than`). Returns how many.
     ///
     /// # Errors
     ///
@@ -125,6 +125,9 @@ impl Sentinel {
     pub async fn prune(&self, query: &PruneQuery) -> Result<u64, Error> {
         if let Some(d) = query.older_than {
             at_most("older_than", d, MAX_RETENTION)?;
+        }
+        if let Some(ns) = &query.namespace {
+            crate::validate_namespace(ns)?;
         }
         let pruned = timed("prune", self.inner.store.prune(query)).await?;
         if pruned > 0 {

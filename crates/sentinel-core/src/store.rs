@@ -224,12 +224,24 @@ impl ListQuery {
 }
 
 /// What [`Store::prune`] deletes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct PruneQuery {
+    /// Only this namespace; `None` prunes every namespace. The CLI always names one.
+    pub namespace: Option<String>,
     /// Also delete completed records that completed more than this long ago, whatever their
     /// retention. `None`: only records whose `retain_until` has passed.
     pub older_than: Option<Duration>,
+}
+
+impl PruneQuery {
+    /// Prunes only `namespace`.
+    pub fn in_namespace(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: Some(namespace.into()),
+            older_than: None,
+        }
+    }
 }
 
 /// Figures for alerting.
@@ -351,8 +363,9 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// completed → absent. Appends `forgotten`.
     async fn forget(&self, action: &OperatorAction) -> Result<OperatorResponse, StoreError>;
 
-    /// Deletes completed records whose retention has passed (or, with `older_than`, that
-    /// completed that long ago) with their earlier events, leaving one `pruned` event per key.
+    /// Deletes completed records of `query.namespace` (every namespace when `None`) whose
+    /// retention has passed (or, with `older_than`, that completed that long ago) with their
+    /// earlier events, leaving one `pruned` event per key. Never touches another namespace.
     /// Returns how many records were deleted.
     async fn prune(&self, query: &PruneQuery) -> Result<u64, StoreError>;
 

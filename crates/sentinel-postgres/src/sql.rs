@@ -363,12 +363,13 @@ impl Sql {
                 ),
             ),
             prune: Stmt::new(
-                &[INT8, INT8],
+                &[INT8, INT8, TEXT],
                 format!(
                 "WITH doomed AS (
                     -- mirrors transition::may_prune
                     SELECT namespace, key FROM {s}.executions
                     WHERE state = 'completed'
+                      AND ($3::text IS NULL OR namespace = $3::text)
                       AND (retain_until <= now()
                            OR ($1::int8 IS NOT NULL
                                AND completed_at <= now() - $1::int8 * interval '1 millisecond'))

@@ -679,7 +679,11 @@ impl Store for PgStore {
         let mut total = 0u64;
         loop {
             let rows = self
-                .query("prune", &self.inner.sql.prune, &[&older, &BATCH])
+                .query(
+                    "prune",
+                    &self.inner.sql.prune,
+                    &[&older, &BATCH, &q.namespace],
+                )
                 .await?;
             let n: i64 = rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(0);
             total += u64::try_from(n).unwrap_or(0);

@@ -586,6 +586,7 @@ impl Store for SqliteStore {
     async fn prune(&self, q: &PruneQuery) -> Result<u64, StoreError> {
         let older_than = q.older_than;
         let older = older_than.map(ms);
+        let namespace = q.namespace.clone();
         self.with("prune", move |conn| {
             let mut total = 0u64;
             loop {
@@ -595,11 +596,12 @@ impl Store for SqliteStore {
                         .prepare_cached(&format!(
                             "SELECT {COLS} FROM executions
                              WHERE state = 'completed'
+                               AND (?3 IS NULL OR namespace = ?3)
                                AND (retain_until <= ?1
                                     OR (?2 IS NOT NULL AND completed_at <= ?1 - ?2))
                              LIMIT 1000"
                         ))?
-                        .query_map(params![now, older], row)?
+                        .query_map(params![now, older, namespace], row)?
                         .collect::<rusqlite::Result<_>>()?;
                     let seen = candidates.len();
                     let mut pruned: u64 = 0;

@@ -986,6 +986,42 @@ pub async fn prune_respects_retention_and_state(store: Arc<dyn Store>) {
     }
 }
 
+/// prune with a namespace never touches another namespace, even with `older_than`: its keys stay
+/// completed and keep replaying (H2).
+pub async fn prune_never_touches_another_namespace(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    for ns in ["tenant-a", "tenant-b"] {
+        let out = s
+            .once("charge-42")
+            .namespace(ns)
+            .run(|_| async { Ok::<u64, String>(1) })
+            .await
+            .unwrap();
+        assert!(out.ran_here());
+    }
+    let mut q = PruneQuery::in_namespace("tenant-a");
+    q.older_than = Some(Duration::ZERO);
+    assert_eq!(s.prune(&q).await.unwrap(), 1);
+    assert!(s.inspect("tenant-a", "charge-42").await.unwrap().is_none());
+    let kept = s.inspect("tenant-b", "charge-42").await.unwrap().unwrap();
+    assert_eq!(kept.state, State::Completed);
+    let again: Out = s
+        .once("charge-42")
+        .namespace("tenant-b")
+        .run(|_| async { panic!("a completed key of another namespace ran again") })
+        .await
+        .unwrap();
+    crate::assert_replayed!(again);
+    // Without a namespace, prune covers every namespace.
+    assert_eq!(s.prune(&older_than_zero()).await.unwrap(), 1);
+}
+
+fn older_than_zero() -> PruneQuery {
+    let mut q = PruneQuery::default();
+    q.older_than = Some(Duration::ZERO);
+    q
+}
+
 /// A fingerprint is compared in every state: another one, or one where none was stored, is an
 /// error, not a replay. A call without fingerprint skips the check.
 pub async fn fingerprint_mismatch_is_an_error(store: Arc<dyn Store>) {
@@ -1461,6 +1497,7 @@ macro_rules! conformance_tests {
             reset_runs_again_with_larger_token,
             forget_makes_completed_key_runnable,
             prune_respects_retention_and_state,
+            prune_never_touches_another_namespace,
             fingerprint_mismatch_is_an_error,
             namespaces_are_part_of_the_key,
             bad_input_is_rejected,
