@@ -114,14 +114,10 @@ pub(crate) async fn resolve(t: &Target, r: ResolveArgs) -> Result<u8, Failure> {
     let resolution = if r.reset {
         Resolution::Reset
     } else {
-        let result = match r.result {
-            Some(json) => {
-                serde_json::from_str::<serde_json::Value>(&json)
-                    .map_err(|e| Failure::usage(format!("--result is not valid JSON: {e}")))?;
-                Some(StoredResult::new(ResultKind::Value, json))
-            }
-            None => None,
-        };
+        // The engine refuses a result that is not JSON (exit 2).
+        let result = r
+            .result
+            .map(|json| StoredResult::new(ResultKind::Value, json));
         Resolution::Complete(result)
     };
     t.sentinel

@@ -20,6 +20,7 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
+    /// Every code, in the order the help table lists them.
     const ALL: [Exit; 11] = [
         Exit::Busy,
         Exit::Uncertain,
@@ -126,10 +127,43 @@ pub(crate) fn fail(e: Error, url: &str) -> Failure {
             ..
         } => Failure::new(
             Exit::Refused,
-            format!("refused: key {key} is {state} (fencing token {token}): {why}"),
+            format!("refused: key {key} is {state} (fencing token {token}); {why}"),
         ),
         Error::Codec(m) => Failure::new(Exit::Refused, m),
         Error::Internal(m) => Failure::new(Exit::Internal, m),
         other => Failure::new(Exit::Internal, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    /// The help table lists every code exactly once (the match below fails to compile when a
+    /// variant is added, and the count check fails when it is not added to `ALL`).
+    #[test]
+    fn help_table_lists_every_exit_code() {
+        let variants = |e: Exit| match e {
+            Exit::Refused
+            | Exit::Usage
+            | Exit::Fingerprint
+            | Exit::Unavailable
+            | Exit::Internal
+            | Exit::NotRecorded
+            | Exit::Busy
+            | Exit::Uncertain
+            | Exit::Stopped
+            | Exit::NotExecutable
+            | Exit::NotFound => 11,
+        };
+        assert_eq!(Exit::ALL.len(), variants(Exit::Usage));
+        let mut codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Exit::ALL.len());
+        let help = Exit::help();
+        for e in Exit::ALL {
+            assert!(help.contains(&format!("{:>3}  ", e.code())), "{help}");
+        }
     }
 }

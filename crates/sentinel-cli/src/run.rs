@@ -44,6 +44,7 @@ fn describe(why: LeaseLost) -> &'static str {
     match why {
         LeaseLost::CeilingPassed => "the hard ceiling (--hard-ttl) passed",
         LeaseLost::Fenced => "the lease was lost: another owner (an operator?) holds the key",
+        LeaseLost::Stopped => "Sentinel is shutting down",
         _ => "the lease was lost: renewals have been failing",
     }
 }

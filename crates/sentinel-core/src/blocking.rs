@@ -55,35 +55,59 @@ impl Sentinel {
     }
 
     /// See [`crate::Sentinel::migrate`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::migrate`].
     pub fn migrate(&self) -> Result<(), Error> {
         self.call(|s| async move { s.migrate().await })
     }
 
     /// See [`crate::Sentinel::inspect`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::inspect`].
     pub fn inspect(&self, namespace: &str, key: &str) -> Result<Option<Record>, Error> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
         self.call(|s| async move { s.inspect(&ns, &k).await })
     }
 
     /// See [`crate::Sentinel::list`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::list`].
     pub fn list(&self, query: &ListQuery) -> Result<Vec<Record>, Error> {
         let q = query.clone();
         self.call(|s| async move { s.list(&q).await })
     }
 
     /// See [`crate::Sentinel::history`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::history`].
     pub fn history(&self, namespace: &str, key: &str, limit: usize) -> Result<Vec<Event>, Error> {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
         self.call(|s| async move { s.history(&ns, &k, limit).await })
     }
 
     /// See [`crate::Sentinel::reconcile`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::reconcile`].
     pub fn reconcile(&self, action: &OperatorAction, force: bool) -> Result<FencingToken, Error> {
         let a = action.clone();
         self.call(|s| async move { s.reconcile(&a, force).await })
     }
 
     /// See [`crate::Sentinel::resolve`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::resolve`].
     pub fn resolve(
         &self,
         action: &OperatorAction,
@@ -95,18 +119,30 @@ impl Sentinel {
     }
 
     /// See [`crate::Sentinel::forget`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::forget`].
     pub fn forget(&self, action: &OperatorAction) -> Result<(), Error> {
         let a = action.clone();
         self.call(|s| async move { s.forget(&a).await })
     }
 
     /// See [`crate::Sentinel::prune`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::prune`].
     pub fn prune(&self, query: &PruneQuery) -> Result<u64, Error> {
         let q = query.clone();
         self.call(|s| async move { s.prune(&q).await })
     }
 
     /// See [`crate::Sentinel::wait`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`crate::Sentinel::wait`].
     pub fn wait(
         &self,
         namespace: &str,
@@ -126,16 +162,50 @@ impl Sentinel {
     }
 }
 
-/// Runs `fut` on Sentinel's own runtime and waits for it on this thread.
+/// Runs `fut` on Sentinel's own runtime and waits for it on this thread. Once that runtime is
+/// gone (after `shutdown`), work it never started runs on a thread of its own instead, so that
+/// nothing handed over is silently dropped; work it dropped half-way is `ShuttingDown`.
 fn call<R: Send + 'static>(
     sentinel: &crate::Sentinel,
     fut: impl Future<Output = Result<R, Error>> + Send + 'static,
 ) -> Result<R, Error> {
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(fut)));
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let task_slot = slot.clone();
     sentinel.runtime().spawn(async move {
-        let _ = tx.send(fut.await);
+        let fut = task_slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(fut) = fut {
+            let _ = tx.send(fut.await);
+        }
     });
-    rx.recv().unwrap_or(Err(Error::ShuttingDown))
+    if let Ok(r) = rx.recv() {
+        return r;
+    }
+    let unstarted = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match unstarted {
+        Some(fut) => crate::runtime::run_on_own_thread(fut).unwrap_or(Err(Error::ShuttingDown)),
+        None => Err(Error::ShuttingDown),
+    }
+}
+
+/// A finishing write that Sentinel's runtime dropped half-way: the work ran, its outcome is not
+/// known to be stored.
+fn unfinished(token: FencingToken, e: Error) -> Error {
+    match e {
+        Error::ShuttingDown => Error::NotRecorded(Box::new(crate::NotRecorded::new(
+            token,
+            crate::NotRecordedReason::Unconfirmed,
+            "Sentinel's runtime stopped while the outcome was being written",
+            None,
+        ))),
+        other => other,
+    }
 }
 
 /// One blocking call of `once`; the same knobs as [`crate::Once`], and owned like it.
@@ -203,6 +273,7 @@ impl Once {
         E: DeserializeOwned + Send + 'static,
     {
         let once = self.0;
+        once.validate()?;
         let sentinel = once.sentinel().clone();
         match call(&sentinel, async move { once.begin::<T, E>().await })? {
             crate::Begin::Settled(outcome) => Ok(Begin::Settled(outcome)),
@@ -244,11 +315,7 @@ impl Once {
 #[must_use = "an Execution must be finished with complete, fail or release, or the key turns uncertain"]
 pub struct Execution<T, E>(crate::Execution<T, E>);
 
-impl<T, E> Execution<T, E>
-where
-    T: Serialize + Send + 'static,
-    E: Serialize + Send + 'static,
-{
+impl<T, E> Execution<T, E> {
     /// The key being executed.
     pub fn key(&self) -> &str {
         self.0.key()
@@ -273,7 +340,13 @@ where
     pub fn is_lease_lost(&self) -> bool {
         self.0.is_lease_lost()
     }
+}
 
+impl<T, E> Execution<T, E>
+where
+    T: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
     /// See [`crate::Execution::complete`].
     ///
     /// # Errors
@@ -281,8 +354,9 @@ where
     /// Those of [`crate::Execution::complete`].
     pub fn complete(self, value: T) -> Result<Outcome<T, E>, Error> {
         let execution = self.0;
-        let sentinel = execution.sentinel().clone();
+        let (sentinel, token) = (execution.sentinel().clone(), execution.fencing_token());
         call(&sentinel, async move { execution.complete(value).await })
+            .map_err(|e| unfinished(token, e))
     }
 
     /// See [`crate::Execution::fail`].
@@ -292,8 +366,9 @@ where
     /// Those of [`crate::Execution::fail`].
     pub fn fail(self, error: E) -> Result<Outcome<T, E>, Error> {
         let execution = self.0;
-        let sentinel = execution.sentinel().clone();
+        let (sentinel, token) = (execution.sentinel().clone(), execution.fencing_token());
         call(&sentinel, async move { execution.fail(error).await })
+            .map_err(|e| unfinished(token, e))
     }
 
     /// See [`crate::Execution::release`].

@@ -62,7 +62,7 @@ impl Sentinel {
             check_fingerprint(&plan, record.fingerprint.as_deref())?;
             if record.state == State::Running {
                 if let Some(deadline) = deadline.filter(|d| Instant::now() < *d) {
-                    self.wait_until_settled(&plan.namespace, &plan.key, deadline)
+                    self.wait_unless_stopping(&plan.namespace, &plan.key, deadline)
                         .await?;
                     continue;
                 }

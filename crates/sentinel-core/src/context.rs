@@ -18,6 +18,10 @@ pub enum LeaseLost {
     /// No renewal succeeded for `ttl` minus a margin (the store is unreachable or slow); others may
     /// already see the key as uncertain.
     RenewalsFailing,
+    /// The Sentinel shut down (its `shutdown_timeout` passed) before the execution finished: no
+    /// renewal will happen any more, and others will see the key uncertain once the lease
+    /// expires. A result can still be stored if the work completes.
+    Stopped,
 }
 
 /// The sending half: owned by the heartbeat.

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) runtime: OwnRuntime,
     accepting: AtomicBool,
+    /// Woken when shutdown starts, so that calls waiting on another owner stop waiting.
+    stopping: Notify,
     active: AtomicUsize,
     idle: Notify,
     pub(crate) counters: Counters,
@@ -120,6 +122,7 @@ impl Sentinel {
                 in_flight,
                 runtime,
                 accepting: AtomicBool::new(true),
+                stopping: Notify::new(),
                 active: AtomicUsize::new(0),
                 idle: Notify::new(),
                 counters: Counters::default(),
@@ -169,6 +172,7 @@ impl Sentinel {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.accepting.store(false, Ordering::SeqCst);
+        inner.stopping.notify_waiters();
         let deadline = Instant::now() + inner.config.shutdown_timeout;
         loop {
             let idle = inner.idle.notified();
@@ -195,6 +199,26 @@ impl Sentinel {
     /// [`Error::Store`] when the store cannot be reached or its schema is newer than this build.
     pub async fn migrate(&self) -> Result<(), Error> {
         Ok(self.inner.store.migrate().await?)
+    }
+
+    /// Waits (as `wait_until_settled`) for another owner's key to settle, unless shutdown starts
+    /// first: a call must not claim anything once this Sentinel stopped accepting work.
+    pub(crate) async fn wait_unless_stopping(
+        &self,
+        namespace: &str,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let stopping = self.inner.stopping.notified();
+        tokio::pin!(stopping);
+        stopping.as_mut().enable();
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        tokio::select! {
+            r = self.wait_until_settled(namespace, key, deadline) => r.map(drop),
+            () = stopping => Err(Error::ShuttingDown),
+        }
     }
 
     /// Counts a call as active from before its claim until it is finished, so that `shutdown`

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::engine::Admission;
 use crate::once::Plan;
@@ -158,7 +159,8 @@ impl<T, E> Execution<T, E> {
         E: Serialize + Send + 'static,
     {
         self.deregister();
-        let result = self.settle(Ok(value)).await;
+        let span = self.span.clone();
+        let result = self.settle(Ok(value)).instrument(span).await;
         self.disarm(&result);
         result
     }
@@ -177,7 +179,8 @@ impl<T, E> Execution<T, E> {
         E: Serialize + Send + 'static,
     {
         self.deregister();
-        let result = self.settle(Err(error)).await;
+        let span = self.span.clone();
+        let result = self.settle(Err(error)).instrument(span).await;
         self.disarm(&result);
         result
     }
@@ -187,20 +190,31 @@ impl<T, E> Execution<T, E> {
     /// was lost meanwhile (then only an operator can say what happened).
     pub async fn release(mut self) -> Disposition {
         self.deregister();
-        let disposition = if self.ctx.is_lease_lost() {
-            self.mark_uncertain(failure_reason(&self.ctx)).await;
-            Disposition::Uncertain
-        } else {
-            self.release_key().await
-        };
+        let span = self.span.clone();
+        let disposition = async {
+            if self.ctx.is_lease_lost() {
+                self.mark_uncertain(failure_reason(&self.ctx)).await;
+                Disposition::Uncertain
+            } else {
+                self.release_key().await
+            }
+        }
+        .instrument(span)
+        .await;
         self.armed = false;
+        let name = match disposition {
+            Disposition::Released => "released",
+            _ => "uncertain",
+        };
+        self.span.record("outcome", name);
         disposition
     }
 
     /// Leaves the key uncertain for `reason` (the function panicked).
     pub(crate) async fn abandon(mut self, reason: UncertainReason) {
         self.deregister();
-        self.mark_uncertain(reason).await;
+        let span = self.span.clone();
+        self.mark_uncertain(reason).instrument(span).await;
         self.armed = false;
     }
 

@@ -44,16 +44,47 @@ impl Entry {
 /// The in-flight set, shared by the engine (register/deregister) and the loop.
 #[derive(Default)]
 pub(crate) struct InFlight {
-    entries: Mutex<HashMap<u64, Entry>>,
+    entries: Mutex<Entries>,
     next_id: AtomicU64,
     wake: Notify,
 }
 
+/// The entries, and whether the loop has stopped (then nothing is renewed any more).
+#[derive(Default)]
+struct Entries {
+    map: HashMap<u64, Entry>,
+    closed: bool,
+}
+
+impl std::ops::Deref for Entries {
+    type Target = HashMap<u64, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Entries {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
 impl InFlight {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The heartbeat stopped: every execution still in flight is told (its lease will not be
+    /// renewed again), and executions registered later are told at once.
+    pub(crate) fn close(&self) {
+        let mut entries = self.lock();
+        entries.closed = true;
+        for (_, e) in entries.map.drain() {
+            e.signal.fire(LeaseLost::Stopped);
+            metrics::lease_lost();
+        }
     }
 
     /// Adds an execution. `claimed_at` is when the claim was sent; the returned receiver is the
@@ -69,7 +100,12 @@ impl InFlight {
     ) -> (u64, tokio::sync::watch::Receiver<Option<LeaseLost>>) {
         let (signal, rx) = LeaseSignal::new();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
+        let mut entries = self.lock();
+        if entries.closed {
+            signal.fire(LeaseLost::Stopped);
+            return (id, rx);
+        }
+        entries.insert(
             id,
             Entry {
                 namespace: namespace.to_owned(),
@@ -81,6 +117,7 @@ impl InFlight {
                 signal,
             },
         );
+        drop(entries);
         self.wake.notify_one();
         (id, rx)
     }
@@ -100,7 +137,10 @@ impl InFlight {
 pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: Arc<Notify>) {
     let mut backoff = Backoff::default();
     loop {
-        let next = tick(&*store, &in_flight, &mut backoff).await;
+        let next = tokio::select! {
+            next = tick(&*store, &in_flight, &mut backoff) => next,
+            () = stop.notified() => break,
+        };
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -110,9 +150,10 @@ pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: A
         tokio::select! {
             () = sleep => {}
             () = in_flight.wake.notified() => {}
-            () = stop.notified() => return,
+            () = stop.notified() => break,
         }
     }
+    in_flight.close();
 }
 
 /// Delay before retrying after failed heartbeats: 50 ms, doubling, at most 2 s.

@@ -14,11 +14,19 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Checks a key: not empty, at most [`MAX_KEY_LEN`] bytes, no NUL byte (PostgreSQL text rejects
 /// it), no other control characters.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] saying which rule the value breaks.
 pub fn validate_key(key: &str) -> Result<(), Error> {
     validate("key", key, MAX_KEY_LEN)
 }
 
 /// Checks a namespace with the same rules as a key, limited to [`MAX_NAMESPACE_LEN`] bytes.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] saying which rule the value breaks.
 pub fn validate_namespace(namespace: &str) -> Result<(), Error> {
     validate("namespace", namespace, MAX_NAMESPACE_LEN)
 }
@@ -43,6 +51,10 @@ fn validate(what: &str, value: &str, max: usize) -> Result<(), Error> {
 
 /// Checks that a schema name is a plain SQL identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes), so
 /// that it can be interpolated into SQL unquoted.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] saying which rule the value breaks.
 pub fn validate_identifier(name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
     let first_ok = chars

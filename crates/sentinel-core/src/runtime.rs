@@ -14,6 +14,28 @@ pub(crate) struct OwnRuntime {
     handle: Handle,
     stop: Arc<Notify>,
     pending: Arc<Pending>,
+    /// Set just before the runtime goes away; work handed over afterwards runs on a thread of
+    /// its own instead of being dropped.
+    gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs `fut` to completion on a short-lived thread with a runtime of its own.
+pub(crate) fn run_on_own_thread<R: Send + 'static>(
+    fut: impl std::future::Future<Output = R> + Send + 'static,
+) -> Option<R> {
+    std::thread::Builder::new()
+        .name("sentinel-late".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+                .map(|rt| rt.block_on(fut))
+        })
+        .ok()?
+        .join()
+        .ok()
+        .flatten()
 }
 
 /// Best-effort writes still running (cancellation marks): the thread lets them finish, within
@@ -35,6 +57,8 @@ impl OwnRuntime {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_stop = stop.clone();
         let thread_pending = pending.clone();
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread_gone = gone.clone();
         std::thread::Builder::new()
             .name("sentinel".into())
             .spawn(move || {
@@ -71,6 +95,7 @@ impl OwnRuntime {
                     };
                     let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
                 });
+                thread_gone.store(true, std::sync::atomic::Ordering::SeqCst);
                 rt.shutdown_timeout(Duration::from_millis(100));
             })?;
         let handle = rx
@@ -80,6 +105,7 @@ impl OwnRuntime {
             handle,
             stop,
             pending,
+            gone,
         })
     }
 
@@ -93,6 +119,11 @@ impl OwnRuntime {
         fut: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         use std::sync::atomic::Ordering;
+        if self.gone.load(Ordering::SeqCst) {
+            // After shutdown: still try, on a thread of its own (in the background).
+            std::thread::spawn(move || run_on_own_thread(fut));
+            return;
+        }
         let pending = self.pending.clone();
         pending.count.fetch_add(1, Ordering::SeqCst);
         self.handle.spawn(async move {

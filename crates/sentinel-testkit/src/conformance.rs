@@ -459,6 +459,37 @@ pub async fn two_phase_fail_and_release(store: Arc<dyn Store>) {
     );
 }
 
+/// `release` after the lease was lost decides nothing: the key stays uncertain for an operator.
+pub async fn timing_release_after_lease_loss_is_uncertain(store: Arc<dyn Store>) {
+    let s = sentinel(store.clone());
+    let Begin::Acquired(execution) = s
+        .once("k")
+        .ttl(Duration::from_millis(300))
+        .begin::<u64, String>()
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key is acquired");
+    };
+    // Someone else moves the record on under the owner's feet; the next renewal is fenced.
+    store
+        .mark_uncertain(
+            "default",
+            "k",
+            execution.fencing_token(),
+            UncertainReason::OwnerDied,
+        )
+        .await
+        .unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(5), execution.lease_lost())
+        .await
+        .expect("lease-lost signal never fired");
+    assert_eq!(why, LeaseLost::Fenced);
+    assert_eq!(execution.release().await, Disposition::Uncertain);
+    let record = s.inspect("default", "k").await.unwrap().unwrap();
+    assert_eq!(record.state, State::Uncertain);
+}
+
 /// Dropping an unfinished execution handle leaves the key uncertain (reason `cancelled`), as
 /// dropping `run`'s future does.
 pub async fn dropped_execution_leaves_key_uncertain(store: Arc<dyn Store>) {
@@ -1484,6 +1515,7 @@ macro_rules! conformance_tests {
             two_phase_complete_then_replay,
             two_phase_fail_and_release,
             dropped_execution_leaves_key_uncertain,
+            timing_release_after_lease_loss_is_uncertain,
             timing_expired_lease_makes_key_uncertain,
             timing_heartbeat_keeps_lease_alive,
             timing_hard_ceiling_fires_lease_lost,

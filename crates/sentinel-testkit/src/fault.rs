@@ -133,6 +133,35 @@ impl Store for FaultStore {
         record
     }
 
-    sentinel_core::forward_store!([inner] claim_many, complete_many, release, mark_uncertain,
-        list, history, reconcile, resolve, forget, prune, wait_for_change, stats, migrate);
+    /// One by one through [`FaultStore::claim`], so that batches see the injected faults too.
+    async fn claim_many(
+        &self,
+        requests: &[ClaimRequest],
+    ) -> Result<Vec<ClaimResponse>, StoreError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            match self.claim(r).await {
+                Ok(response) => out.push(response),
+                Err(e) if !out.is_empty() => {
+                    return Err(StoreError::ambiguous(format!(
+                        "claim batch stopped part-way: {e}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One by one through [`FaultStore::complete`].
+    async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {
+        let mut out = Vec::with_capacity(completions.len());
+        for c in completions {
+            out.push(self.complete(c).await?);
+        }
+        Ok(out)
+    }
+
+    sentinel_core::forward_store!([inner] release, mark_uncertain, list, history, reconcile,
+        resolve, forget, prune, wait_for_change, stats, migrate);
 }
