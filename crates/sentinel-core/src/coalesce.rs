@@ -115,11 +115,14 @@ impl Coalescing {
 
     /// Sends batches until nothing is waiting. Runs as its own task, so a caller that goes away
     /// does not strand the others.
-    async fn drive<I: Send + 'static>(self, queue: Queue<I>, send: Dispatch<I>) {
-        let mut slot = DriverSlot {
-            queue: queue.clone(),
-            normal: false,
-        };
+    /// `slot` was taken before the task was spawned and moves into it, so that a task dropped
+    /// before its first poll (spawned onto a runtime that is shutting down) still gives it back.
+    async fn drive<I: Send + 'static>(
+        self,
+        queue: Queue<I>,
+        mut slot: DriverSlot<I>,
+        send: Dispatch<I>,
+    ) {
         loop {
             let batch: Vec<I> = {
                 let mut q = lock(&queue);
@@ -235,7 +238,11 @@ impl Coalescing {
             lead
         };
         if lead {
-            tokio::spawn(self.clone().drive(queue.clone(), send));
+            let slot = DriverSlot {
+                queue: queue.clone(),
+                normal: false,
+            };
+            tokio::spawn(self.clone().drive(queue.clone(), slot, send));
         }
         Ok(())
     }

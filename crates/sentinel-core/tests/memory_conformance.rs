@@ -51,3 +51,54 @@ mod shared_arc {
 
     sentinel_testkit::conformance_tests!(arc_of_arc);
 }
+
+/// M1: a batch driver spawned onto a runtime that is shutting down (and so never polled) gives
+/// its slot back; later claims through the same decorator do not hang.
+#[test]
+fn coalescing_survives_drivers_that_never_ran() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use sentinel_core::store::ClaimRequest;
+    use sentinel_core::{Coalescing, MemoryStore, Owner, Store};
+
+    let coalescing = Coalescing::new(MemoryStore::new(), 64);
+    let request = |key: &str| {
+        ClaimRequest::new(
+            "default",
+            key,
+            Owner::current(),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            None,
+        )
+    };
+    let dead = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let handle = dead.handle().clone();
+    dead.shutdown_background();
+    {
+        let _inside = handle.enter();
+        for key in ["a", "b", "c"] {
+            let r = request(key);
+            let mut claim = std::pin::pin!(coalescing.claim(&r));
+            let mut cx = Context::from_waker(Waker::noop());
+            // Polled once: it queues the claim and spawns a driver that never runs.
+            assert!(matches!(
+                claim.as_mut().poll(&mut cx),
+                Poll::Pending | Poll::Ready(Err(_))
+            ));
+        }
+    }
+    let live = tokio::runtime::Runtime::new().unwrap();
+    live.block_on(async {
+        let r = request("d");
+        let answer = tokio::time::timeout(Duration::from_secs(5), coalescing.claim(&r)).await;
+        assert!(
+            matches!(answer, Ok(Ok(_))),
+            "a claim through the decorator hung or failed: {answer:?}"
+        );
+    });
+}
