@@ -49,7 +49,9 @@ impl Exit {
             }
             Exit::Internal => "Sentinel itself failed",
             Exit::NotRecorded => "the command ran but its outcome could not be recorded",
-            Exit::Busy => "another worker holds the key (or --wait timed out)",
+            Exit::Busy => {
+                "another worker holds the key (or --wait timed out), or the database stayed locked"
+            }
             Exit::Uncertain => "the key is uncertain or being reconciled",
             Exit::Stopped => "Sentinel stopped the command (hard ceiling or lease lost)",
             Exit::NotExecutable => "the command is not executable (nothing ran)",
@@ -94,6 +96,10 @@ impl Failure {
 pub(crate) fn fail(e: Error, url: &str) -> Failure {
     match e {
         Error::InvalidInput(m) => Failure::usage(m),
+        // Locked or racing: nothing was written and a later try may succeed (EX_TEMPFAIL).
+        Error::Store(s) if s.kind() == StoreErrorKind::Busy => {
+            Failure::new(Exit::Busy, format!("{s}; try again"))
+        }
         Error::Store(s) => {
             let hint = match s.kind() {
                 StoreErrorKind::Unavailable => {
@@ -137,7 +143,21 @@ pub(crate) fn fail(e: Error, url: &str) -> Failure {
 
 #[cfg(test)]
 mod tests {
-    use super::Exit;
+    use super::{Exit, fail};
+    use sentinel::{Error, StoreError};
+
+    /// L13: a store that stayed locked is "try again" (75), not "unreachable" (69).
+    #[test]
+    fn a_locked_store_is_busy_not_unreachable() {
+        let f = fail(Error::Store(StoreError::busy("locked")), "sqlite:///x.db");
+        assert_eq!(f.code, Exit::Busy.code());
+        let f = fail(
+            Error::Store(StoreError::unavailable("down")),
+            "postgres://u:pw@h/d",
+        );
+        assert_eq!(f.code, Exit::Unavailable.code());
+        assert!(!f.message.contains("pw"), "{}", f.message);
+    }
 
     /// The help table lists every code exactly once (the match below fails to compile when a
     /// variant is added, and the count check fails when it is not added to `ALL`).

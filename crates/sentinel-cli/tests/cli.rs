@@ -446,6 +446,13 @@ fn prune_is_scoped_to_the_namespace(env: &Env) {
     assert_eq!(text(&all.stdout), "1\n", "{}", text(&all.stderr));
 }
 
+/// L13: a token no store can hand out is bad input (2), not an unreachable database (69).
+fn oversized_token_is_bad_input(env: &Env) {
+    let out = env.run(&["resolve", "k", "--reset", "--token", &u64::MAX.to_string()]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
+}
+
 /// Namespaces isolate keys.
 fn namespaces_isolate(env: &Env) {
     let a = env.run(&[
@@ -496,6 +503,7 @@ both_stores!(
     wait_returns_the_replay,
     namespaces_isolate,
     prune_is_scoped_to_the_namespace,
+    oversized_token_is_bad_input,
 );
 
 // ---- policies, output and bad input (SQLite) --------------------------------------------------

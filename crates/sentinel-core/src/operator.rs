@@ -81,7 +81,8 @@ impl Sentinel {
     /// # Errors
     ///
     /// [`Error::Refused`] for a record that is not reconciling (under the given token);
-    /// [`Error::NotFound`]; [`Error::InvalidInput`] for a result that is not JSON;
+    /// [`Error::NotFound`]; [`Error::InvalidInput`] for a result that is not JSON or a token
+    /// beyond `i64::MAX`;
     /// [`Error::Store`].
     pub async fn resolve(
         &self,
@@ -90,6 +91,11 @@ impl Sentinel {
         expected_token: Option<FencingToken>,
     ) -> Result<(), Error> {
         validate_action(action)?;
+        if let Some(t) = expected_token.filter(|t| t.to_i64().is_none()) {
+            return Err(Error::invalid(format!(
+                "token {t} is larger than any token a store hands out"
+            )));
+        }
         if let Resolution::Complete(Some(result)) = resolution {
             serde_json::from_str::<serde::de::IgnoredAny>(&result.json)
                 .map_err(|e| Error::invalid(format!("result is not JSON: {e}")))?;

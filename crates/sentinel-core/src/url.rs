@@ -1,21 +1,167 @@
-//! Database URLs in messages: never with their password.
+//! Database URLs in messages: never with their password, in whatever form it comes — the
+//! userinfo of a URL (`postgres://u:pw@h/db`), a query parameter (`?password=pw`), or a
+//! key=value connection string (`host=h password='pw'`).
 
-/// The URL with its password replaced, for messages.
+/// Keys whose value is a secret, in query parameters and key=value connection strings.
+const SECRET_KEYS: &[&str] = &["password", "pass", "pwd", "passwd", "sslpassword", "secret"];
+
+fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+}
+
+/// The URL (or key=value connection string) with every password replaced by `***`, for
+/// messages and logs.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
-    let redacted = match authority.rsplit_once('@') {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", redact_url_rest(rest)),
+        None if url.contains('=') => redact_key_values(url),
+        None => url.to_owned(),
+    }
+}
+
+/// `user:password@host/path?query#fragment` after the scheme.
+fn redact_url_rest(rest: &str) -> String {
+    // The authority ends at the first '/', '?' or '#'; the userinfo at its last '@'.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
             None => authority.to_owned(),
         },
         None => authority.to_owned(),
     };
-    if rest.contains('/') {
-        format!("{scheme}://{redacted}/{tail}")
-    } else {
-        format!("{scheme}://{redacted}")
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query
+                .split_once('#')
+                .map_or((query, None), |(q, f)| (q, Some(f)));
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if is_secret(&percent_decoded(k)) => format!("{k}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{authority}{tail}")
+}
+
+/// Decodes `%XX` escapes of a query key (so `pass%77ord` is seen as `password`).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `host=h password='p w' user=u`: values may be single-quoted with `\'` and `\\` escapes.
+fn redact_key_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while !rest.is_empty() {
+        let trimmed = rest.trim_start();
+        out.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            break;
+        }
+        let Some(eq) = rest.find('=') else {
+            out.push_str(rest);
+            break;
+        };
+        let key = rest[..eq].trim_end();
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        let lead = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..lead]);
+        rest = &rest[lead..];
+        let value_len = value_length(rest);
+        if is_secret(key) {
+            out.push_str("***");
+        } else {
+            out.push_str(&rest[..value_len]);
+        }
+        rest = &rest[value_len..];
+    }
+    out
+}
+
+/// The length of one value: a quoted one up to its closing quote, else up to white space.
+fn value_length(s: &str) -> usize {
+    let mut chars = s.char_indices();
+    match chars.next() {
+        Some((_, '\'')) => {
+            let mut escaped = false;
+            for (i, c) in chars {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => return i + 1,
+                    _ => {}
+                }
+            }
+            s.len()
+        }
+        _ => s.find(char::is_whitespace).unwrap_or(s.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show_in_any_url_form() {
+        for url in [
+            "postgres://u:s3cret@h:5432/db",
+            "postgres://u:s3cret@h",
+            "postgresql://u@h/db?password=s3cret",
+            "postgres://u@h/db?sslmode=require&password=s3cret&application_name=x",
+            "postgres://u@h/db?pass%77ord=s3cret",
+            "postgres://u@h?PASSWORD=s3cret#frag",
+            "postgres://u:s3cret@h?password=s3cret",
+            "host=h user=u password=s3cret dbname=d",
+            "host=h password='s3 cret' user=u",
+            "password = 's3cret\\'s' host=h",
+            "password=s3cret",
+            "redis://u:s3cret@h/0",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("s3"), "{url} -> {shown}");
+        }
+    }
+
+    #[test]
+    fn everything_but_the_password_stays() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db?sslmode=require&password=x"),
+            "postgres://u:***@h:5432/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("host=h password='a b' user=u"),
+            "host=h password=*** user=u"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/x.db"),
+            "sqlite:///var/lib/x.db"
+        );
+        assert_eq!(redact_url("memory:"), "memory:");
     }
 }
