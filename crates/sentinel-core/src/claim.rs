@@ -74,53 +74,73 @@ impl Sentinel {
     /// One claim, run again while it races with a concurrent insert; a lost reply is settled by
     /// re-reading the row for our attempt id. Returns when the claim was sent first: leases are
     /// dated from then, since an earlier attempt may be the one that committed.
+    ///
+    /// While a claim is in flight, a guard stands by: if this future is dropped (the caller went
+    /// away) or gives up after a reply it could not settle, the claim may still commit with
+    /// nobody to run the work, so the guard settles it in the background and releases what is
+    /// ours (design.md §3, cancellation).
     async fn claim(&self, plan: &Plan) -> Result<(ClaimResponse, Instant), Error> {
-        let owner = Owner::current();
         let request = ClaimRequest::new(
             plan.namespace.clone(),
             plan.key.clone(),
-            owner.clone(),
+            Owner::current(),
             plan.ttl,
             plan.hard_ttl,
             plan.fingerprint.clone(),
         );
+        let mut guard = AbandonedClaim {
+            sentinel: self,
+            request: Some(&request),
+        };
+        let (result, maybe_committed) = self.claim_attempts(plan, &request).await;
+        if result.is_ok() || !maybe_committed {
+            guard.request = None; // settled: nothing to clean up
+        }
+        result
+    }
+
+    async fn claim_attempts(
+        &self,
+        plan: &Plan,
+        request: &ClaimRequest,
+    ) -> (Result<(ClaimResponse, Instant), Error>, bool) {
         let store = &self.inner.store;
         let mut last_error = None;
+        let mut maybe_committed = false;
         let first_sent = Instant::now();
         // A row carrying our attempt id is ours, however we learn of it: an earlier attempt
         // whose reply was lost (or that committed after we gave up on it) claimed the key.
         let ours = |r: Record| {
-            if r.owner.as_ref().is_some_and(|o| o.attempt == owner.attempt)
-                && r.state == State::Running
-            {
+            if is_ours(&r, request) {
                 ClaimResponse::Acquired(r)
             } else {
                 ClaimResponse::Existing(r)
             }
         };
         for _ in 0..CLAIM_ATTEMPTS {
-            match timed("claim", store.claim(&request)).await {
+            match timed("claim", store.claim(request)).await {
                 Ok(ClaimResponse::Raced) => {
                     Counters::bump(&self.inner.counters.claim_retries);
                     metrics::claim_retry();
                 }
-                Ok(ClaimResponse::Existing(r)) => return Ok((ours(r), first_sent)),
-                Ok(response) => return Ok((response, first_sent)),
+                Ok(ClaimResponse::Existing(r)) => return (Ok((ours(r), first_sent)), false),
+                Ok(response) => return (Ok((response, first_sent)), false),
                 Err(e) if e.is_ambiguous() => {
                     // The claim may have committed: our attempt id on the row says it did.
+                    maybe_committed = true;
                     tracing::warn!(error = %e, "claim reply lost; re-reading the row");
                     match self.reread(plan).await {
-                        Ok(Some(r)) => return Ok((ours(r), first_sent)),
-                        Ok(None) => last_error = Some(e), // did not commit: claim again
-                        Err(_) => return Err(e.into()),
+                        Ok(Some(r)) => return (Ok((ours(r), first_sent)), false),
+                        Ok(None) => last_error = Some(e), // not yet committed: claim again
+                        Err(_) => return (Err(e.into()), true),
                     }
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return (Err(e.into()), maybe_committed),
             }
         }
-        Err(Error::Store(last_error.unwrap_or_else(|| {
-            StoreError::busy("claim kept racing with concurrent inserts")
-        })))
+        let e = last_error
+            .unwrap_or_else(|| StoreError::busy("claim kept racing with concurrent inserts"));
+        (Err(Error::Store(e)), maybe_committed)
     }
 
     /// Re-reads a row after an ambiguous write, retrying transient failures briefly.
@@ -224,4 +244,67 @@ fn decode<V: DeserializeOwned>(plan: &Plan, json: &str) -> Result<V, Error> {
             plan.namespace, plan.key
         ))
     })
+}
+
+/// A running row under our attempt id is ours.
+fn is_ours(r: &Record, request: &ClaimRequest) -> bool {
+    r.state == State::Running
+        && r.owner
+            .as_ref()
+            .is_some_and(|o| o.attempt == request.owner.attempt)
+}
+
+/// Stands by while a claim is in flight; see [`Sentinel::claim`].
+struct AbandonedClaim<'a> {
+    sentinel: &'a Sentinel,
+    request: Option<&'a ClaimRequest>,
+}
+
+impl Drop for AbandonedClaim<'_> {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        let store = self.sentinel.inner.store.clone();
+        self.sentinel
+            .inner
+            .runtime
+            .spawn_tracked(release_abandoned(store, request.clone()));
+    }
+}
+
+/// Settles a claim nobody waits for any more: the same request again (same attempt id) returns
+/// our row if the first one committed, or claims the key if it did not — and once it has
+/// answered, the first one can no longer commit after it. Whatever is ours is released: its work
+/// never started.
+async fn release_abandoned(store: std::sync::Arc<dyn crate::Store>, request: ClaimRequest) {
+    let mut delay = Duration::from_millis(20);
+    for _ in 0..CLAIM_ATTEMPTS {
+        let record = match store.claim(&request).await {
+            Ok(ClaimResponse::Acquired(r)) => r,
+            Ok(ClaimResponse::Existing(r)) if is_ours(&r, &request) => r,
+            Ok(ClaimResponse::Existing(_)) => return, // another owner's, or settled
+            Ok(_) => continue,                        // raced: claim again
+            Err(e) => {
+                tracing::debug!(error = %e, "could not settle an abandoned claim yet");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+                continue;
+            }
+        };
+        metrics::execution_abandoned();
+        match store
+            .release(&request.namespace, &request.key, record.fencing_token)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "could not release an abandoned claim"),
+        }
+        return;
+    }
+    tracing::warn!(
+        namespace = %request.namespace,
+        key = %request.key,
+        "an abandoned claim could not be settled; its lease will expire"
+    );
 }

@@ -1,7 +1,8 @@
 //! Metrics through the `metrics` facade (feature `metrics`); no-ops without it.
 //!
 //! Counters: `sentinel_executions_total`, `sentinel_replays_total`, `sentinel_busy_total`,
-//! `sentinel_uncertain_total`, `sentinel_lease_lost_total`, `sentinel_claim_retries_total`.
+//! `sentinel_uncertain_total`, `sentinel_lease_lost_total`, `sentinel_claim_retries_total`,
+//! `sentinel_abandoned_claims_total` (claims released because their caller went away).
 //! Histogram: `sentinel_store_seconds{op}`. Gauges: `sentinel_uncertain_records`,
 //! `sentinel_oldest_uncertain_seconds`.
 
@@ -50,6 +51,9 @@ pub(crate) fn uncertain() {
 }
 pub(crate) fn lease_lost() {
     imp::count("sentinel_lease_lost_total");
+}
+pub(crate) fn execution_abandoned() {
+    imp::count("sentinel_abandoned_claims_total");
 }
 pub(crate) fn claim_retry() {
     imp::count("sentinel_claim_retries_total");

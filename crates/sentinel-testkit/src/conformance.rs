@@ -1247,6 +1247,39 @@ pub async fn bad_input_is_rejected(store: Arc<dyn Store>) {
     assert!(matches!(r, Err(Error::InvalidInput(_))));
 }
 
+/// A caller that goes away while its claim is in flight (a timeout, an HTTP client that
+/// disconnects) leaves no orphan: the claim that committed for nobody is released, so the key
+/// neither runs for nobody nor turns uncertain (M3).
+pub async fn cancelled_claim_is_released(store: Arc<dyn Store>) {
+    let (fault, s) = faulty(store);
+    fault.arm(|f| f.claim_reply_delay = Duration::from_millis(300));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let call = s.once("k").run(|_| async move {
+        r.fetch_add(1, Ordering::SeqCst);
+        Ok::<u64, String>(1)
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), call)
+            .await
+            .is_err()
+    );
+    fault.arm(|f| f.claim_reply_delay = Duration::ZERO);
+    let record = s
+        .wait("default", "k", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        record.is_none(),
+        "the abandoned claim was left behind: {record:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let history = events(&s, "k").await;
+    assert_eq!(history.last(), Some(&EventKind::Released), "{history:?}");
+    let out = run_value(&s, "k", 2).await;
+    assert!(out.ran_here(), "{out:?}");
+}
+
 /// A claim whose reply was lost after it committed is settled by re-reading the row: the
 /// function runs once, as the owner.
 pub async fn ambiguous_claim_is_settled_by_rereading(store: Arc<dyn Store>) {
@@ -1534,6 +1567,7 @@ macro_rules! conformance_tests {
             namespaces_are_part_of_the_key,
             bad_input_is_rejected,
             ambiguous_claim_is_settled_by_rereading,
+            cancelled_claim_is_released,
             ambiguous_completion_is_settled_by_rereading,
             late_claim_commit_is_recognised_as_ours,
             unconfirmed_completion_is_not_recorded,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sentinel_core::store::{ClaimRequest, ClaimResponse, Completion, Renewal, Store, Write};
@@ -28,6 +28,8 @@ pub struct Faults {
     /// The next N claims report a lost reply at once and commit late: just after the next
     /// load has read the row without them.
     pub claim_commits_late: u32,
+    /// Every claim's reply is held back this long after it committed (a slow network).
+    pub claim_reply_delay: Duration,
 }
 
 /// Wraps a store and injects [`Faults`]; with none armed it is the inner store.
@@ -92,6 +94,10 @@ impl Store for FaultStore {
             return Err(lost());
         }
         let r = self.inner.claim(request).await?;
+        let delay = self.with(|f| f.claim_reply_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if self.with(|f| take(&mut f.claim_reply_lost)) {
             return Err(lost());
         }
