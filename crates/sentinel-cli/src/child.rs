@@ -270,6 +270,16 @@ impl Signals {
     }
 }
 
+impl Signals {
+    /// The first of SIGINT and SIGTERM to arrive, as its number.
+    pub(crate) async fn first(&mut self) -> i32 {
+        tokio::select! {
+            Some(()) = next(&mut self.int) => Signal::SIGINT as i32,
+            Some(()) = next(&mut self.term) => Signal::SIGTERM as i32,
+        }
+    }
+}
+
 pub(crate) async fn next(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match sig.as_mut() {
         Some(s) => s.recv().await,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use sentinel::{Disposition, ExecutionContext, LeaseLost, Outcome, Sentinel};
+use sentinel::{Begin, Disposition, ExecutionContext, LeaseLost, Outcome, Sentinel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -296,9 +296,35 @@ pub(crate) async fn run(
     let rest: Vec<OsString> = command.collect();
     let stopped = Arc::new(AtomicBool::new(false));
     let flag = stopped.clone();
-    let outcome = once
-        .run(move |ctx| execute(ctx, program, first, rest, flag, signals))
-        .await;
+    // Until the command starts, SIGINT and SIGTERM end the runner: nothing ran, and a claim in
+    // flight is released by the engine (M4).
+    let mut signals = signals;
+    let begun = tokio::select! {
+        begun = once.begin::<Value, Value>() => begun,
+        sig = signals.first() => {
+            eprintln!(
+                "sentinel: stopped by signal {sig} before the command started; nothing ran"
+            );
+            return Ok(exit_byte(128 + sig));
+        }
+    };
+    let outcome = match begun {
+        Ok(Begin::Settled(outcome)) => Ok(outcome),
+        Ok(Begin::Acquired(execution)) => {
+            let ctx = execution.context().clone();
+            match execute(ctx, program, first, rest, flag, signals).await {
+                Ok(value) => execution.complete(value).await,
+                Err(error) => execution.fail(error).await,
+            }
+        }
+        Ok(other) => {
+            return Err(Failure::new(
+                Exit::Internal,
+                format!("unexpected claim answer {other:?}"),
+            ));
+        }
+        Err(e) => Err(e),
+    };
     let key = &args.key;
     let stopped_here = stopped.load(Ordering::SeqCst)
         && matches!(

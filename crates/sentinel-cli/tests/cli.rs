@@ -453,6 +453,69 @@ fn oversized_token_is_bad_input(env: &Env) {
     assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
 }
 
+/// Whether a process has a handler for `signal` installed (its `SigCgt` mask in /proc).
+fn catches(pid: u32, signal: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
+/// M4: a runner waiting (`--wait`) for another worker's key exits promptly on SIGTERM, with
+/// 128 + 15, and never starts its command, even when the key frees up afterwards.
+fn termination_while_waiting_runs_nothing(env: &Env) {
+    let mut holder = env
+        .cmd(&run_args(
+            "k",
+            &["--on-failure", "release"],
+            &sh("echo > started; while [ ! -e release ]; do sleep 0.02; done; exit 1"),
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&env.path("started"), Duration::from_secs(10));
+    let mut waiter = env
+        .cmd(&run_args(
+            "k",
+            &["--wait", "--wait-timeout", "1h"],
+            &sh("echo ran >> waiter.log"),
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !catches(waiter.id(), 15) {
+        assert!(Instant::now() < deadline, "the runner never caught SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &waiter.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let answered = loop {
+        if let Some(s) = waiter.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "SIGTERM was swallowed while the runner waited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(answered.code(), Some(143));
+    std::fs::write(env.path("release"), "").unwrap();
+    assert_eq!(holder.wait().unwrap().code(), Some(1));
+    assert!(
+        !env.path("waiter.log").exists(),
+        "the runner started its command after SIGTERM"
+    );
+}
+
 /// Namespaces isolate keys.
 fn namespaces_isolate(env: &Env) {
     let a = env.run(&[
@@ -504,6 +567,7 @@ both_stores!(
     namespaces_isolate,
     prune_is_scoped_to_the_namespace,
     oversized_token_is_bad_input,
+    termination_while_waiting_runs_nothing,
 );
 
 // ---- policies, output and bad input (SQLite) --------------------------------------------------
