@@ -39,6 +39,9 @@ struct Entries {
     map: HashMap<Id, (Completed, Instant, u64)>,
     order: VecDeque<(Id, u64)>,
     generation: u64,
+    /// Bumped by every removal (an operator changed records through this instance): a row read
+    /// before it is not cached after it (L5).
+    invalidations: u64,
 }
 
 pub(crate) struct ResultCache {
@@ -79,13 +82,27 @@ impl ResultCache {
         }
     }
 
-    /// Caches a completed record for at most `max_age` and at most `retention_left`.
+    /// The invalidation count, to pass to [`ResultCache::insert`] for a row read after now.
+    pub(crate) fn epoch(&self) -> u64 {
+        if !self.enabled() {
+            return 0;
+        }
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .invalidations
+    }
+
+    /// Caches a completed record for at most `max_age` and at most `retention_left` — unless an
+    /// operator action through this instance invalidated entries since `epoch` was taken (the
+    /// row may be gone by now).
     pub(crate) fn insert(
         &self,
         namespace: &str,
         key: &str,
         completed: Completed,
         retention_left: Option<Duration>,
+        epoch: u64,
     ) {
         if !self.enabled() {
             return;
@@ -99,6 +116,9 @@ impl ResultCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let e = &mut *guard;
+        if e.invalidations != epoch {
+            return;
+        }
         e.generation += 1;
         let id = (namespace.to_owned(), key.to_owned());
         e.map
@@ -121,6 +141,7 @@ impl ResultCache {
                 .entries
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.invalidations += 1;
             guard.map.remove(&(namespace.to_owned(), key.to_owned()));
         }
     }
@@ -132,6 +153,7 @@ impl ResultCache {
                 .entries
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.invalidations += 1;
             guard.map.clear();
             guard.order.clear();
         }

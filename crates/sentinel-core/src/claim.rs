@@ -41,6 +41,7 @@ impl Sentinel {
         }
         let deadline = plan.wait.map(|w| Instant::now() + w);
         loop {
+            let epoch = inner.cache.epoch();
             let (response, sent) = self.claim(&plan).await?;
             let record = match response {
                 ClaimResponse::Acquired(record) => {
@@ -67,7 +68,9 @@ impl Sentinel {
                     continue;
                 }
             }
-            return self.existing_outcome(&plan, record).map(Begin::Settled);
+            return self
+                .existing_outcome(&plan, record, epoch)
+                .map(Begin::Settled);
         }
     }
 
@@ -161,7 +164,12 @@ impl Sentinel {
     }
 
     /// The outcome of a record this call does not own.
-    fn existing_outcome<T, E>(&self, plan: &Plan, record: Record) -> Result<Outcome<T, E>, Error>
+    fn existing_outcome<T, E>(
+        &self,
+        plan: &Plan,
+        record: Record,
+        epoch: u64,
+    ) -> Result<Outcome<T, E>, Error>
     where
         T: DeserializeOwned,
         E: DeserializeOwned,
@@ -174,9 +182,13 @@ impl Sentinel {
                     .retain_until
                     .map(|r| r.duration_since(record.observed_at).unwrap_or_default());
                 let outcome = self.replay(plan, &completed);
-                self.inner
-                    .cache
-                    .insert(&plan.namespace, &plan.key, completed, retention_left);
+                self.inner.cache.insert(
+                    &plan.namespace,
+                    &plan.key,
+                    completed,
+                    retention_left,
+                    epoch,
+                );
                 outcome
             }
             State::Running => {

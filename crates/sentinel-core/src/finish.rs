@@ -71,6 +71,12 @@ impl<T, E> Execution<T, E> {
             FailurePolicy::Record => {
                 match self.record(self.encode(&error, ResultKind::Error)).await {
                     Ok(_) => Disposition::Recorded,
+                    // The store refuses a recorded error once our lease expired (the owner may
+                    // not have noticed: a suspended VM). A failure then decides nothing (L2).
+                    Err(u) if u.reason == NotRecordedReason::Fenced && self.still_ours().await => {
+                        self.mark_uncertain(UncertainReason::OwnerDied).await;
+                        Disposition::Uncertain
+                    }
                     Err(u) => return Err(self.not_recorded(u, Err::<T, E>(error)).await),
                 }
             }
@@ -94,6 +100,7 @@ impl<T, E> Execution<T, E> {
         encoded: Result<StoredResult, Unrecorded>,
     ) -> Result<SystemTime, Unrecorded> {
         let stored = encoded?;
+        let epoch = self.sentinel.inner.cache.epoch();
         let token = self.fencing_token();
         let plan = &self.plan;
         let completed_at = self.write_completion(stored.clone()).await?;
@@ -103,10 +110,13 @@ impl<T, E> Execution<T, E> {
             completed_at,
             fingerprint: plan.fingerprint.clone(),
         };
-        self.sentinel
-            .inner
-            .cache
-            .insert(&plan.namespace, &plan.key, cached, plan.retain_for);
+        self.sentinel.inner.cache.insert(
+            &plan.namespace,
+            &plan.key,
+            cached,
+            plan.retain_for,
+            epoch,
+        );
         Ok(completed_at)
     }
 
@@ -210,38 +220,63 @@ impl<T, E> Execution<T, E> {
         }
     }
 
+    /// Whether the row still carries our token (running, or uncertain since its lease expired),
+    /// rather than another owner's or an operator's.
+    async fn still_ours(&self) -> bool {
+        let token = self.fencing_token();
+        matches!(
+            self.sentinel.reread(&self.plan).await,
+            Ok(Some(r)) if r.fencing_token == token
+                && matches!(r.state, State::Running | State::Uncertain)
+        )
+    }
+
+    /// Removes our record (nothing happened). A release that reached nothing (the store was
+    /// unreachable or busy) is tried again; one whose reply was lost is settled by re-reading the
+    /// row. Whatever cannot be settled leaves the key uncertain.
     pub(crate) async fn release_key(&self) -> Disposition {
         let (plan, token) = (&self.plan, self.fencing_token());
-        let write = self
-            .sentinel
-            .inner
-            .store
-            .release(&plan.namespace, &plan.key, token);
-        match timed("release", write).await {
-            Ok(Write::Applied(_)) => Disposition::Released,
-            Ok(Write::Fenced) => {
-                // Another owner took over, or our lease expired meanwhile: an expired lease is
-                // uncertain, not released. Record why, if the row is still ours.
-                self.mark_uncertain(UncertainReason::Failed).await;
-                Disposition::Uncertain
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "release not confirmed; re-reading the row");
-                match self.sentinel.reread(plan).await {
-                    Ok(None) => Disposition::Released,
-                    // Claimed again by someone else after our release committed.
-                    Ok(Some(r))
-                        if r.fencing_token > token
-                            && matches!(r.state, State::Running | State::Completed) =>
-                    {
-                        Disposition::Released
-                    }
-                    _ => {
-                        self.mark_uncertain(UncertainReason::Failed).await;
-                        Disposition::Uncertain
-                    }
+        let store = &self.sentinel.inner.store;
+        let mut delay = std::time::Duration::from_millis(20);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let write = store.release(&plan.namespace, &plan.key, token);
+            let e = match timed("release", write).await {
+                Ok(Write::Applied(_)) => return Disposition::Released,
+                Ok(Write::Fenced) => {
+                    // Another owner took over, or our lease expired meanwhile: an expired lease
+                    // is uncertain, not released. Record why, if the row is still ours.
+                    self.mark_uncertain(UncertainReason::Failed).await;
+                    return Disposition::Uncertain;
                 }
+                Err(e) => e,
+            };
+            tracing::warn!(error = %e, "release not confirmed");
+            if !e.is_ambiguous() {
+                // Nothing was written: try again (L3).
+                if attempt < WRITE_ATTEMPTS {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                    continue;
+                }
+                break;
+            }
+            match self.sentinel.reread(plan).await {
+                Ok(None) => return Disposition::Released,
+                // Claimed again by a worker after our release committed (an operator's token
+                // would carry the operator's name: then our release never applied).
+                Ok(Some(r))
+                    if r.fencing_token > token
+                        && r.operator.is_none()
+                        && matches!(r.state, State::Running | State::Completed) =>
+                {
+                    return Disposition::Released;
+                }
+                // Still ours: the release did not apply; try again.
+                Ok(Some(r)) if r.fencing_token == token && r.state == State::Running => {}
+                _ => break,
             }
         }
+        self.mark_uncertain(UncertainReason::Failed).await;
+        Disposition::Uncertain
     }
 }

@@ -155,7 +155,13 @@ impl Store for MemoryStore {
         let id = id(&c.namespace, &c.key);
         let write = {
             let mut data = self.data();
-            let Some(row) = data.rows.get_mut(&id).filter(|r| r.running_with(c.token)) else {
+            // A recorded error needs a live lease (design.md §2).
+            let admissible = |r: &Row| {
+                r.running_with(c.token)
+                    && (c.result.kind != ResultKind::Error
+                        || r.lease_expires_at.is_some_and(|l| l > now))
+            };
+            let Some(row) = data.rows.get_mut(&id).filter(|r| admissible(r)) else {
                 return Ok(Write::Fenced);
             };
             row.state = State::Completed;

@@ -142,3 +142,45 @@ async fn operator_actions_through_the_instance_evict_its_cache() {
         "a pruned key was replayed from the cache: {out:?}"
     );
 }
+
+/// L5: a replay whose claim read the row before an operator forgot it through the same instance
+/// does not put the forgotten result back into the cache: the next call runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_read_before_forget_is_not_cached_after_it() {
+    let memory = MemoryStore::new();
+    let fault = sentinel_testkit::FaultStore::new(memory.clone());
+    let s = Sentinel::builder(fault.clone())
+        .result_cache(100, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // Completed by another instance: not in this one's cache, so the next call reads the row.
+    let other = Sentinel::builder(memory).build().unwrap();
+    let _: Out = other.once("k").run(|_| async { Ok(1) }).await.unwrap();
+    fault.arm(|f| f.claim_reply_delay = Duration::from_millis(300));
+    let s2 = s.clone();
+    let slow =
+        tokio::spawn(async move { s2.once("k").run(|_| async { Ok::<u32, String>(9) }).await });
+    while fault.claim_calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The row has been read; now an operator forgets it through the same instance.
+    s.forget(&forget("k")).await.unwrap();
+    let replayed = slow.await.unwrap().unwrap();
+    assert!(
+        matches!(replayed, Outcome::Completed { replayed: true, .. }),
+        "{replayed:?}"
+    );
+    fault.arm(|f| f.claim_reply_delay = Duration::ZERO);
+    let next: Out = s.once("k").run(|_| async { Ok(4) }).await.unwrap();
+    assert!(
+        matches!(
+            next,
+            Outcome::Completed {
+                value: 4,
+                replayed: false,
+                ..
+            }
+        ),
+        "the forgotten result was replayed from the cache: {next:?}"
+    );
+}

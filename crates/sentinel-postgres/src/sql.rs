@@ -199,6 +199,9 @@ impl Sql {
                         retain_until = now() + $6::int8 * interval '1 millisecond'
                     WHERE namespace = $1 AND key = $2 AND fencing_token = $3
                       AND state = 'running'
+                      -- a recorded error needs a live lease: after expiry others see the key
+                      -- uncertain, and a failure then decides nothing (L2)
+                      AND ($4 <> 'error' OR lease_expires_at > clock_timestamp())
                     RETURNING {COLS}, waiters
                 ), {ev}, {notify_upd}
                 SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
@@ -221,6 +224,7 @@ impl Sql {
                     FROM input i
                     WHERE e.namespace = i.namespace AND e.key = i.key
                       AND e.fencing_token = i.token AND e.state = 'running'
+                      AND (i.kind <> 'error' OR e.lease_expires_at > clock_timestamp())
                     RETURNING i.ord, {E_COLS}, e.waiters
                 ), {ev}, {notify_upd}
                 SELECT now(), ord, {NAMES}, (SELECT count(*) FROM notified) FROM upd",
@@ -233,8 +237,10 @@ impl Sql {
                 format!(
                 "WITH del AS (
                     DELETE FROM {s}.executions
+                    -- clock_timestamp(), not now(): a release that waited on a row lock must
+                    -- not apply to a lease that expired meanwhile (L1).
                     WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'running'
-                      AND lease_expires_at > now()
+                      AND lease_expires_at > clock_timestamp()
                     RETURNING namespace, key, fencing_token, owner_host, owner_pid, owner_attempt,
                         waiters
                 ), {ev}, {notify_del}

@@ -720,3 +720,48 @@ async fn claim_many_refuses_repeated_keys() {
             .all(|r| matches!(r, sentinel_core::store::ClaimResponse::Acquired(_)))
     );
 }
+
+/// L1: a release that waited on a row lock until after the lease expired does not apply: the
+/// key others already saw uncertain stays uncertain (compared with `clock_timestamp()`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_release_after_a_lock_wait_past_expiry_is_fenced() {
+    use sentinel_core::store::{ClaimRequest, ClaimResponse, Store, Write};
+    let store = store_with(4).await;
+    let schema = store.schema().to_owned();
+    let request = ClaimRequest::new(
+        "default",
+        "locked",
+        sentinel_core::Owner::current(),
+        Duration::from_millis(400),
+        Duration::from_secs(60),
+        None,
+    );
+    let ClaimResponse::Acquired(record) = store.claim(&request).await.unwrap() else {
+        panic!("expected to acquire");
+    };
+    let mut holder = raw_client().await;
+    let tx = holder.transaction().await.unwrap();
+    // As another host's waiter registration does during a slow commit.
+    tx.execute(
+        &format!("UPDATE {schema}.executions SET waiters = waiters + 1 WHERE key = 'locked'"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let releasing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .release("default", "locked", record.fencing_token)
+                .await
+        })
+    };
+    // The lease expires while the release waits for the lock.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!releasing.is_finished(), "the release did not wait for the lock");
+    tx.commit().await.unwrap();
+    let write = releasing.await.unwrap().unwrap();
+    assert_eq!(write, Write::Fenced);
+    let after = store.load("default", "locked").await.unwrap().unwrap();
+    assert_eq!(after.state, State::Uncertain);
+}

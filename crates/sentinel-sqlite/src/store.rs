@@ -236,6 +236,7 @@ impl Store for SqliteStore {
                                  retain_until = ?7
                              WHERE namespace = ?1 AND key = ?2 AND fencing_token = ?3
                                AND state = 'running'
+                               AND (?4 <> 'error' OR lease_expires_at > ?6)
                              RETURNING {COLS}"
                         ))?
                         .query_row(

@@ -490,6 +490,62 @@ pub async fn timing_release_after_lease_loss_is_uncertain(store: Arc<dyn Store>)
     assert_eq!(record.state, State::Uncertain);
 }
 
+/// A recorded failure needs a live lease: an owner whose lease expired in the store without it
+/// noticing (its renewals answered, but never reached the store) cannot turn the key, which
+/// others already see uncertain, into a recorded failure (L2).
+pub async fn timing_recorded_failure_needs_a_live_lease(store: Arc<dyn Store>) {
+    let (fault, s) = faulty(store);
+    fault.arm(|f| f.heartbeat_lies = true);
+    let out: Out = s
+        .once("k")
+        .ttl(Duration::from_millis(300))
+        .on_failure(FailurePolicy::Record)
+        .run(|_| async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Err("declined".to_string())
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Failed {
+                disposition: Disposition::Uncertain,
+                replayed: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let record = s.inspect("default", "k").await.unwrap().unwrap();
+    assert_eq!(record.state, State::Uncertain);
+    assert!(record.result.is_none());
+}
+
+/// A release that never reached the store (unreachable) is tried again, not turned into an
+/// uncertain key that needs an operator (L3).
+pub async fn unreachable_release_is_tried_again(store: Arc<dyn Store>) {
+    let (fault, s) = faulty(store);
+    fault.arm(|f| f.release_unavailable = 1);
+    let out: Out = s
+        .once("k")
+        .on_failure(FailurePolicy::Release)
+        .run(|_| async { Err("upstream 503".to_string()) })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Failed {
+                disposition: Disposition::Released,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(s.inspect("default", "k").await.unwrap().is_none());
+}
+
 /// Dropping an unfinished execution handle leaves the key uncertain (reason `cancelled`), as
 /// dropping `run`'s future does.
 pub async fn dropped_execution_leaves_key_uncertain(store: Arc<dyn Store>) {
@@ -1549,6 +1605,8 @@ macro_rules! conformance_tests {
             two_phase_fail_and_release,
             dropped_execution_leaves_key_uncertain,
             timing_release_after_lease_loss_is_uncertain,
+            timing_recorded_failure_needs_a_live_lease,
+            unreachable_release_is_tried_again,
             timing_expired_lease_makes_key_uncertain,
             timing_heartbeat_keeps_lease_alive,
             timing_hard_ceiling_fires_lease_lost,

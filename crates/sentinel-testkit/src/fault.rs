@@ -30,6 +30,13 @@ pub struct Faults {
     pub claim_commits_late: u32,
     /// Every claim's reply is held back this long after it committed (a slow network).
     pub claim_reply_delay: Duration,
+    /// Every heartbeat answers "renewed" without reaching the store (the owner believes its
+    /// lease is alive while the store lets it expire, as after a suspended VM).
+    pub heartbeat_lies: bool,
+    /// Every heartbeat is answered this much later (a slow network).
+    pub heartbeat_delay: Duration,
+    /// Fail the next N releases before they reach the store.
+    pub release_unavailable: u32,
 }
 
 /// Wraps a store and injects [`Faults`]; with none armed it is the inner store.
@@ -39,6 +46,7 @@ pub struct FaultStore {
     faults: Arc<Mutex<Faults>>,
     late_claim: Arc<Mutex<Option<ClaimRequest>>>,
     heartbeat_calls: Arc<std::sync::atomic::AtomicU64>,
+    claim_calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lost() -> StoreError {
@@ -66,6 +74,7 @@ impl FaultStore {
             faults: Arc::default(),
             late_claim: Arc::default(),
             heartbeat_calls: Arc::default(),
+            claim_calls: Arc::default(),
         }
     }
 
@@ -73,6 +82,11 @@ impl FaultStore {
     pub fn heartbeat_calls(&self) -> u64 {
         self.heartbeat_calls
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many claims reached the inner store through this decorator.
+    pub fn claim_calls(&self) -> u64 {
+        self.claim_calls.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changes the armed faults.
@@ -93,7 +107,10 @@ impl Store for FaultStore {
             *self.late_claim.lock().unwrap() = Some(request.clone());
             return Err(lost());
         }
-        let r = self.inner.claim(request).await?;
+        let r = self.inner.claim(request).await;
+        self.claim_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = r?;
         let delay = self.with(|f| f.claim_reply_delay);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -112,6 +129,14 @@ impl Store for FaultStore {
         }
         if self.with(|f| f.heartbeat_hangs) {
             std::future::pending::<()>().await;
+        }
+        let delay = self.with(|f| f.heartbeat_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if self.with(|f| f.heartbeat_lies) {
+            let now = SystemTime::now();
+            return Ok(renewals.iter().map(|r| Some(now + r.ttl)).collect());
         }
         self.inner.heartbeat(renewals).await
     }
@@ -168,6 +193,18 @@ impl Store for FaultStore {
         Ok(out)
     }
 
-    sentinel_core::forward_store!([inner] release, mark_uncertain, list, history, reconcile,
-        resolve, forget, prune, wait_for_change, stats, migrate);
+    async fn release(
+        &self,
+        namespace: &str,
+        key: &str,
+        token: sentinel_core::FencingToken,
+    ) -> Result<Write, StoreError> {
+        if self.with(|f| take(&mut f.release_unavailable)) {
+            return Err(unavailable());
+        }
+        self.inner.release(namespace, key, token).await
+    }
+
+    sentinel_core::forward_store!([inner] mark_uncertain, list, history, reconcile, resolve,
+        forget, prune, wait_for_change, stats, migrate);
 }
