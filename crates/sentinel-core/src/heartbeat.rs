@@ -170,25 +170,31 @@ impl Backoff {
     }
 }
 
+/// Fires the local loss of every execution past its ceiling or its local deadline and drops it
+/// from the set (nothing renews it any more).
+fn expire(in_flight: &InFlight, now: Instant) {
+    in_flight.lock().retain(|_, e| {
+        let why = if now >= e.hard_deadline {
+            Some(LeaseLost::CeilingPassed)
+        } else if now >= e.local_deadline() {
+            Some(LeaseLost::RenewalsFailing)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            e.signal.fire(why);
+            metrics::lease_lost();
+        }
+        why.is_none()
+    });
+}
+
 /// Fires local losses, renews what is due, and returns when to wake next.
 async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) -> Option<Instant> {
     let now = Instant::now();
+    expire(in_flight, now);
     let (batch, bound) = {
-        let mut entries = in_flight.lock();
-        entries.retain(|_, e| {
-            let why = if now >= e.hard_deadline {
-                Some(LeaseLost::CeilingPassed)
-            } else if now >= e.local_deadline() {
-                Some(LeaseLost::RenewalsFailing)
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                e.signal.fire(why);
-                metrics::lease_lost();
-            }
-            why.is_none()
-        });
+        let entries = in_flight.lock();
         // Renew what is due now, plus what would fall due within a sixth of its ttl, so that
         // executions started close together share ticks.
         let mut batch: Vec<(u64, Renewal)> = entries
@@ -203,9 +209,13 @@ async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) ->
             .collect();
         // Sorted keys: concurrent heartbeats of several instances lock rows in one order.
         batch.sort_by(|a, b| (&a.1.namespace, &a.1.key).cmp(&(&b.1.namespace, &b.1.key)));
-        // A store call that hangs must not hold back the local lease-loss signal: it is given up
-        // at the earliest local deadline.
-        let bound = entries.values().map(Entry::local_deadline).min();
+        // The call is given up only when no member of the batch could still use its answer: at
+        // the latest of their local deadlines. Each member's own loss fires on time meanwhile,
+        // so one short lease in the batch cannot cut the renewals of long ones (M5).
+        let bound = batch
+            .iter()
+            .filter_map(|(id, _)| entries.get(id).map(Entry::local_deadline))
+            .max();
         (batch, bound)
     };
 
@@ -214,15 +224,31 @@ async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) ->
         let renewals: Vec<Renewal> = batch.iter().map(|(_, r)| r.clone()).collect();
         let started = std::time::Instant::now();
         let call = store.heartbeat(&renewals);
-        let result = match bound {
-            Some(bound) => tokio::time::timeout_at(bound, call)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(crate::StoreError::ambiguous(
-                        "heartbeat got no reply before the earliest local lease deadline",
-                    ))
-                }),
-            None => call.await,
+        tokio::pin!(call);
+        let result = loop {
+            let next_loss = in_flight.lock().values().map(Entry::local_deadline).min();
+            let wake = match (next_loss, bound) {
+                (Some(l), Some(b)) => Some(l.min(b)),
+                (l, b) => l.or(b),
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut call => break r,
+                () = sleep => {
+                    let now = Instant::now();
+                    expire(in_flight, now);
+                    if bound.is_some_and(|b| now >= b) {
+                        break Err(crate::StoreError::ambiguous(
+                            "heartbeat got no reply before its executions' local lease deadlines",
+                        ));
+                    }
+                }
+            }
         };
         metrics::store_latency("heartbeat", started.elapsed());
         let mut entries = in_flight.lock();
@@ -231,7 +257,7 @@ async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) ->
                 backoff.failures = 0;
                 for ((id, _), lease) in batch.iter().zip(renewed) {
                     let Some(e) = entries.get_mut(id) else {
-                        continue; // finished meanwhile: its completion is not our business
+                        continue; // finished (or lost) meanwhile
                     };
                     if lease.is_some() {
                         e.renewed_at = sent_at;

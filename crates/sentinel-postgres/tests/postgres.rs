@@ -758,7 +758,10 @@ async fn timing_release_after_a_lock_wait_past_expiry_is_fenced() {
     };
     // The lease expires while the release waits for the lock.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!releasing.is_finished(), "the release did not wait for the lock");
+    assert!(
+        !releasing.is_finished(),
+        "the release did not wait for the lock"
+    );
     tx.commit().await.unwrap();
     let write = releasing.await.unwrap().unwrap();
     assert_eq!(write, Write::Fenced);
