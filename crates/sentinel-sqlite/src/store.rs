@@ -105,17 +105,24 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.run_on(&self.inner.jobs, f).await
+        self.run_on(&self.inner.jobs, move |conn, _| f(conn)).await
     }
 
+    /// Queues `f` for a connection thread. `f` is told whether its caller is still waiting: a
+    /// caller that gave up (the engine stops waiting for a heartbeat at its local deadline) must
+    /// not have its work start late, nor commit late (L6).
     async fn run_on<R: Send + 'static>(
         &self,
         queue: &Mutex<mpsc::Sender<Job>>,
-        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Connection, &dyn Fn() -> bool) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+            if tx.is_closed() {
+                return; // the caller gave up before its work started
+            }
+            let r = f(conn, &|| tx.is_closed());
+            let _ = tx.send(r);
         });
         let sent = queue
             .lock()
@@ -195,7 +202,7 @@ impl Store for SqliteStore {
     async fn heartbeat(&self, renewals: &[Renewal]) -> Result<Vec<Option<SystemTime>>, StoreError> {
         let renewals = renewals.to_vec();
         let path = self.inner.path.clone();
-        self.run_on(&self.inner.heartbeat_jobs, move |conn| {
+        self.run_on(&self.inner.heartbeat_jobs, move |conn, given_up| {
             write(conn, |tx, now| {
                 let mut stmt = tx.prepare_cached(
                     "UPDATE executions
@@ -214,7 +221,18 @@ impl Store for SqliteStore {
                         .optional()
                         .map(|lease| lease.map(time))
                     })
-                    .collect()
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .and_then(|renewed| {
+                        // Waited for the lock past the engine's patience: the engine already
+                        // declared these leases lost, so do not extend them now (roll back).
+                        if given_up() {
+                            Err(rusqlite::Error::ToSqlConversionFailure(
+                                "the heartbeat was given up while it waited for the lock".into(),
+                            ))
+                        } else {
+                            Ok(renewed)
+                        }
+                    })
             })
             .map_err(|e| map(&path, "heartbeat", &e))
         })

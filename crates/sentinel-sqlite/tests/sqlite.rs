@@ -244,3 +244,56 @@ fn sqlite_urls_parse() {
         Err(Error::InvalidInput(_))
     ));
 }
+
+/// L6: a heartbeat that waited for another process's write lock past the engine's local
+/// deadline does not extend the lease when it finally gets the lock: the engine already told
+/// the owner its lease was lost, and others must see the key uncertain when it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timing_a_given_up_heartbeat_does_not_extend_the_lease_late() {
+    let dir = temp_dir("late-heartbeat");
+    let db = dir.join("sentinel.db");
+    let store = SqliteStore::builder(db.to_string_lossy().into_owned())
+        .busy_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let s = Sentinel::builder(store).build().unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let s2 = s.clone();
+    let owner = tokio::spawn(async move {
+        s2.once("k")
+            .ttl(Duration::from_secs(3))
+            .run(|ctx| async move {
+                let _ = started_tx.send(());
+                let why = ctx.lease_lost().await;
+                finish_rx.await.unwrap();
+                Ok::<_, String>(format!("{why:?}"))
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    // Another process holds the write lock from now until just before the lease expires: the
+    // first renewal (due after 1 s) waits for it; the engine gives up on it at 2.4 s.
+    let locked = tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(Duration::from_millis(2700));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the lease's 3 s
+    let record = s.inspect("default", "k").await.unwrap().unwrap();
+    assert_eq!(
+        record.state,
+        sentinel_core::State::Uncertain,
+        "a late renewal extended a lease the engine had declared lost"
+    );
+    finish_tx.send(()).unwrap();
+    let out = owner.await.unwrap().unwrap();
+    assert!(
+        matches!(&out, Outcome::Completed { value, .. } if value == "RenewalsFailing"),
+        "{out:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
