@@ -168,7 +168,7 @@ impl<T, E> Execution<T, E> {
     /// The work failed with `error`: the failure policy decides what becomes of the key
     /// (uncertain by default, released, or the error recorded and replayed), except that after
     /// a lease loss or with work declared not started the policy is overridden as documented on
-    /// [`FailurePolicy`]. Returns `Failed` with that disposition.
+    /// [`FailurePolicy`](crate::FailurePolicy). Returns `Failed` with that disposition.
     ///
     /// # Errors
     ///

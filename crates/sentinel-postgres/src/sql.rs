@@ -176,13 +176,24 @@ impl Sql {
             heartbeat: Stmt::new(
                 &[TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY],
                 format!(
-                "UPDATE {s}.executions e
+                "WITH t AS (
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+                        WITH ORDINALITY AS t(namespace, key, token, ttl_ms, ord)
+                 ), locked AS (
+                    -- Rows are locked in key order, whatever join order the planner picks, so
+                    -- heartbeats and batched completions of several instances never deadlock.
+                    SELECT e.namespace, e.key FROM {s}.executions e
+                    JOIN t ON e.namespace = t.namespace AND e.key = t.key
+                    WHERE e.fencing_token = t.token AND e.state = 'running'
+                    ORDER BY e.namespace, e.key
+                    FOR UPDATE OF e
+                 )
+                 UPDATE {s}.executions e
                  SET lease_expires_at = LEAST(clock_timestamp() + t.ttl_ms * interval '1 millisecond',
                                               e.hard_expires_at),
                      updated_at = now()
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-                      WITH ORDINALITY AS t(namespace, key, token, ttl_ms, ord)
-                 WHERE e.namespace = t.namespace AND e.key = t.key AND e.fencing_token = t.token
+                 FROM t JOIN locked l ON l.namespace = t.namespace AND l.key = t.key
+                 WHERE e.namespace = l.namespace AND e.key = l.key AND e.fencing_token = t.token
                    -- clock_timestamp(), not now(): after a lock wait, a lease that expired
                    -- meanwhile must not be renewed.
                    AND e.state = 'running' AND e.lease_expires_at > clock_timestamp()
@@ -216,13 +227,20 @@ impl Sql {
                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[],
                         $5::text[], $6::int8[])
                         WITH ORDINALITY AS t(namespace, key, token, kind, json, retain_ms, ord)
+                ), locked AS (
+                    -- Key order, as the heartbeat locks: the two never deadlock.
+                    SELECT e.namespace, e.key FROM {s}.executions e
+                    JOIN input i ON e.namespace = i.namespace AND e.key = i.key
+                    WHERE e.fencing_token = i.token AND e.state = 'running'
+                    ORDER BY e.namespace, e.key
+                    FOR UPDATE OF e
                 ), upd AS (
                     UPDATE {s}.executions e
                     SET state = 'completed', result_kind = i.kind, result = i.json::json,
                         completed_at = now(), updated_at = now(), reason = NULL,
                         retain_until = now() + i.retain_ms * interval '1 millisecond'
-                    FROM input i
-                    WHERE e.namespace = i.namespace AND e.key = i.key
+                    FROM input i JOIN locked l ON l.namespace = i.namespace AND l.key = i.key
+                    WHERE e.namespace = l.namespace AND e.key = l.key
                       AND e.fencing_token = i.token AND e.state = 'running'
                       AND (i.kind <> 'error' OR e.lease_expires_at > clock_timestamp())
                     RETURNING i.ord, {E_COLS}, e.waiters
