@@ -204,8 +204,12 @@ impl PgStoreBuilder {
                         Manager::from_config(c.config.clone(), tls.clone(), manager_config)
                     }
                 };
+                // Bounds the whole connection set-up (TLS, start-up, authentication), which the
+                // driver's connect timeout does not: a server that accepts and never answers.
                 let pool = Pool::builder(manager)
                     .max_size(self.pool_size)
+                    .runtime(deadpool_postgres::Runtime::Tokio1)
+                    .create_timeout(c.config.get_connect_timeout().copied())
                     .build()
                     .map_err(|e| Error::invalid_input(format!("cannot build pool: {e}")))?;
                 (pool, true)
@@ -223,13 +227,19 @@ impl PgStoreBuilder {
             self.statement_timeout,
             self.unnamed,
         );
-        let client = store.client().await?;
-        if !own_pool {
+        let checked = store.within("connect", async {
+            let client = store.client().await?;
+            if own_pool {
+                return Ok(None);
+            }
             // The simple protocol: no prepared statement, whatever the pooler.
             let messages = client
                 .simple_query("SHOW synchronous_commit")
                 .await
                 .map_err(|e| map(Phase::Execute, "check synchronous_commit", e))?;
+            Ok(Some(messages))
+        });
+        if let Some(messages) = checked.await? {
             let setting = messages
                 .iter()
                 .find_map(|m| match m {

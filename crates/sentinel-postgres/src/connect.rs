@@ -10,8 +10,6 @@ use sentinel_core::StoreError;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Socket};
 
-use crate::error::{Phase, map};
-
 /// How connections are encrypted.
 #[derive(Clone)]
 pub(crate) enum Tls {
@@ -82,7 +80,7 @@ impl PgConnector {
             #[cfg(feature = "rustls")]
             Tls::Rustls(tls) => spawn_connection(&self.config, tls.clone(), forward).await,
         };
-        connected.map_err(|e| map(Phase::Connect, "connect", e))
+        connected.map_err(|e| crate::error::connect(&crate::error::target(&self.config), e))
     }
 }
 

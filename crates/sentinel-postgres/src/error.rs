@@ -52,8 +52,92 @@ fn db_kind(code: &SqlState) -> StoreErrorKind {
     }
 }
 
-pub(crate) fn pool(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::unavailable(format!("could not get a database connection: {e}")).with_source(e)
+/// Where connections go, in words: `host:port` (several for a multi-host URL).
+pub(crate) fn target(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(h) => format!("{h}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(", ")
+    }
+}
+
+/// Why a connection could not be made, in a person's words: `connection refused`, `timed out`,
+/// `authentication failed (…)`, a name that does not resolve, or the server's own message.
+pub(crate) fn connect_reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        return if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            format!("authentication failed ({})", db.message())
+        } else {
+            db.message().to_owned()
+        };
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                std::io::ErrorKind::TimedOut => "timed out".to_owned(),
+                _ => io.to_string(),
+            };
+        }
+        source = s.source();
+    }
+    let text = e.to_string();
+    if text.contains("timeout") || text.contains("timed out") {
+        "timed out".to_owned()
+    } else {
+        text
+    }
+}
+
+/// A connection that could not be opened: nothing was sent, so nothing can have committed.
+pub(crate) fn connect(target: &str, e: tokio_postgres::Error) -> StoreError {
+    let kind = match e.code() {
+        Some(code) if db_kind(code) == StoreErrorKind::Schema => StoreErrorKind::Schema,
+        _ => StoreErrorKind::Unavailable,
+    };
+    StoreError::new(
+        kind,
+        format!(
+            "cannot connect to PostgreSQL at {target}: {}",
+            connect_reason(&e)
+        ),
+    )
+    .with_source(e)
+}
+
+pub(crate) fn pool(target: &str, e: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::{PoolError, TimeoutType};
+    match e {
+        PoolError::Backend(e) => connect(target, e),
+        PoolError::Timeout(TimeoutType::Wait) => StoreError::unavailable(format!(
+            "no free connection to PostgreSQL at {target}: every pooled connection stayed busy"
+        )),
+        PoolError::Timeout(_) => StoreError::unavailable(format!(
+            "cannot connect to PostgreSQL at {target}: timed out"
+        )),
+        other => {
+            StoreError::unavailable(format!("cannot connect to PostgreSQL at {target}: {other}"))
+                .with_source(other)
+        }
+    }
 }
 
 pub(crate) fn timeout(what: &str) -> StoreError {

@@ -19,7 +19,7 @@ use tokio_postgres::{Client, Row, Statement};
 use crate::PgStoreBuilder;
 use crate::connect::{PgConnector, Tls, cancel_in_background};
 use crate::error::{self, Phase, map};
-use crate::listen::{self, Listener, Signal};
+use crate::listen::{self, Listener, Registry, Removal, Remover, Signal, Slot};
 use crate::migrate;
 use crate::row;
 use crate::sql::{Sql, Stmt};
@@ -37,8 +37,11 @@ struct Inner {
     connector: Option<PgConnector>,
     statement_timeout: Duration,
     unnamed: bool,
+    /// Where connections go, for messages (`host:port`, never credentials).
+    target: String,
     heartbeat: Mutex<Option<Reserved>>,
-    listener: Mutex<Option<Arc<Listener>>>,
+    listener: std::sync::Mutex<Slot>,
+    registry: Arc<Registry>,
 }
 
 /// The heartbeat's connection, with its statement prepared.
@@ -53,29 +56,30 @@ enum ReservedClient {
     Pooled(Object),
 }
 
-/// A waiter counted on a row; uncounted when dropped, in the background.
+/// A waiter's hold on this process's registration of a key; left when dropped (the
+/// registration itself lingers for the next step, see [`listen::LINGER`]).
 struct WaiterRegistration {
     store: PgStore,
-    namespace: String,
-    key: String,
+    payload: String,
     token: i64,
 }
 
 impl Drop for WaiterRegistration {
     fn drop(&mut self) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let registry = &self.store.inner.registry;
+        let Some(generation) = registry.leave(&self.payload, self.token) else {
             return;
         };
-        let (store, namespace, key, token) = (
-            self.store.clone(),
-            std::mem::take(&mut self.namespace),
-            std::mem::take(&mut self.key),
-            self.token,
-        );
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // No runtime to run the removal on: the count stays, which costs only NOTIFYs.
+            let _ = registry.expire(&self.payload, generation);
+            return;
+        };
+        let (store, payload) = (self.store.clone(), std::mem::take(&mut self.payload));
         handle.spawn(async move {
-            let sql = &store.inner.sql.remove_waiter;
-            if let Err(e) = store.query("wait", sql, &[&namespace, &key, &token]).await {
-                tracing::debug!(error = %e, "could not unregister a waiter");
+            tokio::time::sleep(listen::LINGER).await;
+            if let Some(r) = store.inner.registry.expire(&payload, generation) {
+                store.unregister(r).await;
             }
         });
     }
@@ -125,8 +129,13 @@ impl PgStore {
         statement_timeout: Duration,
         unnamed: bool,
     ) -> Self {
+        let target = connector.as_ref().map_or_else(
+            || "the application's pool".to_owned(),
+            |c| error::target(&c.config),
+        );
         Self {
             inner: Arc::new(Inner {
+                target,
                 sql: Sql::new(&schema),
                 schema,
                 pool,
@@ -134,7 +143,8 @@ impl PgStore {
                 statement_timeout,
                 unnamed,
                 heartbeat: Mutex::new(None),
-                listener: Mutex::new(None),
+                listener: std::sync::Mutex::new(Slot::default()),
+                registry: Arc::default(),
             }),
         }
     }
@@ -171,8 +181,33 @@ impl PgStore {
     /// [`Error::Store`] when the server cannot be reached, the role may not create the schema,
     /// or the schema is newer than this build.
     pub async fn migrate(&self) -> Result<(), Error> {
-        let mut client = self.client().await?;
-        Ok(migrate::run(&mut client, &self.inner.schema).await?)
+        Ok(self.migrate_within().await?)
+    }
+
+    /// Migrates within the statement timeout (it also bounds the wait for another migrator).
+    async fn migrate_within(&self) -> Result<(), StoreError> {
+        self.within("migrate", async {
+            let mut client = self.client().await?;
+            migrate::run(&mut client, &self.inner.schema).await
+        })
+        .await
+    }
+
+    /// Runs `work` (which connects first) within the statement timeout.
+    pub(crate) async fn within<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.inner.statement_timeout, work)
+            .await
+            .map_err(|_| {
+                StoreError::unavailable(format!(
+                    "{what}: no reply from PostgreSQL at {} within the statement timeout ({} s)",
+                    self.inner.target,
+                    self.inner.statement_timeout.as_secs_f64()
+                ))
+            })?
     }
 
     /// Checks that the schema exists at the version this build knows.
@@ -181,12 +216,19 @@ impl PgStore {
     ///
     /// [`Error::Store`] of kind `Schema` when it is missing, older or newer.
     pub async fn check_schema(&self) -> Result<(), Error> {
-        let client = self.client().await?;
-        Ok(migrate::check(&client, &self.inner.schema).await?)
+        let checked = self.within("check schema", async {
+            let client = self.client().await?;
+            migrate::check(&client, &self.inner.schema).await
+        });
+        Ok(checked.await?)
     }
 
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
-        self.inner.pool.get().await.map_err(error::pool)
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| error::pool(&self.inner.target, e))
     }
 
     fn tls(&self) -> Tls {
@@ -208,7 +250,8 @@ impl PgStore {
         let deadline = tokio::time::Instant::now() + self.inner.statement_timeout;
         let unavailable = || {
             StoreError::unavailable(format!(
-                "{what}: no database connection within the statement timeout"
+                "{what}: no connection to PostgreSQL at {} within the statement timeout",
+                self.inner.target
             ))
         };
         let client = tokio::time::timeout_at(deadline, self.client())
@@ -283,23 +326,109 @@ impl PgStore {
         Ok(guard)
     }
 
-    async fn listener(&self) -> Option<Arc<Listener>> {
+    /// The `LISTEN` connection, waited for until `deadline` at most; `None` (poll instead) when
+    /// there is no connector, or no connection by then.
+    async fn listener(&self, deadline: tokio::time::Instant) -> Option<Arc<Listener>> {
         let connector = self.inner.connector.as_ref()?;
-        let mut guard = self.inner.listener.lock().await;
-        if let Some(l) = guard.as_ref().filter(|l| l.is_alive()) {
-            return Some(l.clone());
+        let lock = || {
+            self.inner
+                .listener
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let attempt = {
+            let mut slot = lock();
+            if let Some(l) = slot.ready.as_ref().filter(|l| l.is_alive()) {
+                return Some(l.clone());
+            }
+            if slot.ready.take().is_some() {
+                // Died without its task noticing (its runtime is gone): notifications may have
+                // been missed, so nothing registered before is trusted.
+                self.inner
+                    .registry
+                    .drain()
+                    .into_iter()
+                    .for_each(|r| self.remover()(r));
+            }
+            match &slot.connecting {
+                Some(n) => n.clone(),
+                None => {
+                    let n = Arc::new(tokio::sync::Notify::new());
+                    slot.connecting = Some(n.clone());
+                    self.connect_listener(connector.clone(), n.clone());
+                    n
+                }
+            }
+        };
+        let connected = attempt.notified();
+        // notify_waiters reaches every future created before it; should the attempt have ended
+        // before this one was created, the slot says so.
+        let pending = lock()
+            .connecting
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, &attempt));
+        if !pending {
+            return lock().ready.clone().filter(|l| l.is_alive());
         }
-        match Listener::start(connector, &self.inner.sql.channel).await {
-            Ok(l) => {
-                let l = Arc::new(l);
-                *guard = Some(l.clone());
-                Some(l)
+        tokio::time::timeout_at(deadline, connected).await.ok()?;
+        lock().ready.clone().filter(|l| l.is_alive())
+    }
+
+    /// Opens the `LISTEN` connection in the background, within the statement timeout, whoever
+    /// waits for it.
+    fn connect_listener(&self, connector: PgConnector, done: Arc<tokio::sync::Notify>) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let inner = &store.inner;
+            let started = tokio::time::timeout(
+                inner.statement_timeout,
+                Listener::start(
+                    &connector,
+                    &inner.sql.channel,
+                    inner.registry.clone(),
+                    store.remover(),
+                ),
+            )
+            .await;
+            let mut slot = inner
+                .listener
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slot.connecting = None;
+            match started {
+                Ok(Ok(l)) => slot.ready = Some(Arc::new(l)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "LISTEN connection unavailable; waiters poll")
+                }
+                Err(_) => tracing::debug!("LISTEN connection timed out; waiters poll"),
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "LISTEN connection unavailable; waiters poll");
-                *guard = None;
-                None
-            }
+            drop(slot);
+            done.notify_waiters();
+        });
+    }
+
+    /// Takes registrations off their rows in the background; holds the store weakly, so the
+    /// listener's task does not keep it alive.
+    fn remover(&self) -> Remover {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |r: Removal| {
+            let (Some(inner), Ok(handle)) =
+                (inner.upgrade(), tokio::runtime::Handle::try_current())
+            else {
+                return;
+            };
+            let store = PgStore { inner };
+            handle.spawn(async move { store.unregister(r).await });
+        })
+    }
+
+    async fn unregister(&self, r: Removal) {
+        let sql = &self.inner.sql.remove_waiter;
+        if let Err(e) = self
+            .query("wait", sql, &[&r.namespace, &r.key, &r.token])
+            .await
+        {
+            tracing::debug!(error = %e, "could not unregister a waiter");
         }
     }
 }
@@ -699,28 +828,53 @@ impl Store for PgStore {
         key: &str,
         timeout: Duration,
     ) -> Result<(), StoreError> {
-        let Some(listener) = self.listener().await else {
-            tokio::time::sleep(timeout).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Some(listener) = self.listener(deadline).await else {
+            tokio::time::sleep_until(deadline).await;
             return Ok(());
         };
         // Subscribe before registering, so a completion between the two is not missed.
         let mut rx = listener.subscribe();
-        let registered = self
-            .query("wait", &self.inner.sql.add_waiter, &[&namespace, &key])
-            .await?;
-        let Some(token) = registered.first().and_then(|r| r.try_get::<_, i64>(0).ok()) else {
-            return Ok(()); // no longer running: the caller re-reads
+        let expected = listen::payload(namespace, key);
+        let token = match self.inner.registry.join(&expected) {
+            Some(token) => token,
+            None => {
+                let registered = tokio::time::timeout_at(
+                    deadline,
+                    self.query("wait", &self.inner.sql.add_waiter, &[&namespace, &key]),
+                )
+                .await;
+                let Ok(registered) = registered else {
+                    // The caller's time is up. Should the registration commit late, it costs this
+                    // execution one NOTIFY.
+                    return Ok(());
+                };
+                let Some(token) = registered?
+                    .first()
+                    .and_then(|r| r.try_get::<_, i64>(0).ok())
+                else {
+                    return Ok(()); // no longer running: the caller re-reads
+                };
+                let removal = Removal {
+                    namespace: namespace.to_owned(),
+                    key: key.to_owned(),
+                    token,
+                };
+                let (token, extra) = self.inner.registry.insert(&expected, removal);
+                if let Some(extra) = extra {
+                    self.remover()(extra);
+                }
+                token
+            }
         };
-        // Unregisters even when this future is dropped; tied to the token, so it never touches
-        // a later execution's counter.
+        // Left even when this future is dropped; tied to the token, so it never touches a later
+        // execution's counter.
         let _registration = WaiterRegistration {
             store: self.clone(),
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
+            payload: expected.clone(),
             token,
         };
-        let expected = listen::payload(namespace, key);
-        let _ = tokio::time::timeout(timeout, async {
+        let _ = tokio::time::timeout_at(deadline, async {
             loop {
                 match rx.recv().await {
                     Ok(Signal::Key(p)) if *p == *expected => return,
@@ -746,7 +900,6 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        migrate::run(&mut client, &self.inner.schema).await
+        self.migrate_within().await
     }
 }

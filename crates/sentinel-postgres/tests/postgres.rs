@@ -768,3 +768,161 @@ async fn timing_release_after_a_lock_wait_past_expiry_is_fenced() {
     let after = store.load("default", "locked").await.unwrap().unwrap();
     assert_eq!(after.state, State::Uncertain);
 }
+
+/// A TCP port that accepts connections and never says a word, like a stalled server or a
+/// saturated pooler; connections stay open while the returned task runs.
+async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    (addr, task)
+}
+
+async fn connect_error(url: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let err = PgStore::builder()
+        .url(url)
+        .schema(fresh_schema())
+        .build()
+        .await
+        .expect_err("the connection must fail");
+    (err.to_string(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_name_the_server_and_the_cause() {
+    // Refused: a port nobody listens on any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (refused, _) = connect_error(&format!("postgres://postgres@127.0.0.1:{port}/test")).await;
+    assert!(
+        refused.contains(&format!("127.0.0.1:{port}")) && refused.contains("connection refused"),
+        "{refused}"
+    );
+
+    // Authentication: a role the server does not know; the password never shows.
+    let addr = support::server_addr();
+    let (auth, _) = connect_error(&format!("postgres://nobody_here:s3cret@{addr}/test")).await;
+    assert!(
+        auth.contains(&addr.to_string()) && auth.contains("authentication failed"),
+        "{auth}"
+    );
+    assert!(!auth.contains("s3cret"), "{auth}");
+
+    // A server that accepts and never answers: timed out, after the connect timeout, although
+    // TCP itself connected.
+    let (silent, _server) = silent_server().await;
+    let (timed_out, took) = connect_error(&format!(
+        "postgres://postgres@{silent}/test?connect_timeout=1"
+    ))
+    .await;
+    assert!(
+        timed_out.contains(&silent.to_string()) && timed_out.contains("timed out"),
+        "{timed_out}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    for message in [&refused, &auth, &timed_out] {
+        assert!(
+            !message.contains("creating a new object") && !message.contains("db error"),
+            "pool internals leak into: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ends_on_time_when_the_listen_connection_stalls() {
+    let store = store_with(4).await;
+    let s = Sentinel::builder(store.clone()).build().unwrap();
+    let _worker = sentinel_testkit::hold(&s, "busy").await;
+    // Claims and reads on a working pool; the LISTEN connection goes to a server that never
+    // answers.
+    let (silent, _server) = silent_server().await;
+    let stalled: tokio_postgres::Config = format!("postgres://postgres@{silent}/test")
+        .parse()
+        .unwrap();
+    let waiting = PgStore::builder()
+        .pool(store.pool().clone())
+        .config(stalled)
+        .schema(store.schema())
+        .build()
+        .await
+        .unwrap();
+    let w = Sentinel::builder(waiting).build().unwrap();
+    for budget in [Duration::from_millis(200), Duration::from_millis(300)] {
+        let started = Instant::now();
+        let record = w.wait("default", "busy", budget).await.unwrap().unwrap();
+        assert_eq!(record.state, State::Running);
+        let took = started.elapsed();
+        assert!(
+            took < budget + Duration::from_millis(250),
+            "a {budget:?} wait took {took:?}"
+        );
+    }
+}
+
+/// Counts the engine's reads of a store, so a test knows how many wait steps there were.
+#[derive(Debug)]
+struct CountingLoads {
+    inner: Arc<dyn sentinel_core::store::Store>,
+    loads: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl sentinel_core::store::Store for CountingLoads {
+    async fn load(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<sentinel_core::Record>, sentinel_core::StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(namespace, key).await
+    }
+    sentinel_core::forward_store!([inner] claim, claim_many, heartbeat, complete, complete_many,
+        release, mark_uncertain, list, history, reconcile, resolve, forget, prune,
+        wait_for_change, stats, migrate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_wait_registers_on_the_row_once() {
+    let owner = store_with(2).await;
+    let s = Sentinel::builder(owner.clone()).build().unwrap();
+    let worker = sentinel_testkit::hold(&s, "long").await;
+    let proxy = Proxy::start(support::server_addr()).await.unwrap();
+    let waiting = PgStore::builder()
+        .url(&url_via(proxy.addr()))
+        .schema(owner.schema())
+        .pool_size(1)
+        .build()
+        .await
+        .unwrap();
+    let counted = Arc::new(CountingLoads {
+        inner: Arc::new(waiting),
+        loads: AtomicUsize::new(0),
+    });
+    let w = Sentinel::builder(counted.clone()).build().unwrap();
+    let before = proxy.counts();
+    // Steps of 50 ms doubling to 1 s: about seven of them.
+    let record = w
+        .wait("default", "long", Duration::from_secs(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, State::Running);
+    let statements = proxy.counts().statements() - before.statements();
+    let loads = counted.loads.load(Ordering::SeqCst) as u64;
+    assert!(loads >= 5, "{loads} steps");
+    // One read per step, plus LISTEN and one registration for the whole wait (its removal
+    // lingers past it).
+    assert!(
+        statements <= loads + 2,
+        "{statements} statements for {loads} steps"
+    );
+    drop(worker);
+}
