@@ -47,7 +47,8 @@ fn lock<I>(queue: &Mutex<Batch<I>>) -> std::sync::MutexGuard<'_, Batch<I>> {
 /// the next one, and so are completions. A key asked for twice in one batch is claimed once:
 /// the second caller sees the first one's record. A caller that went away before its batch was
 /// sent is left out, and a claim acquired for a caller that went away meanwhile is released
-/// (its function never started). A failed batch answers each member with an ambiguous error
+/// (its function never started); the next caller of that key in the batch then claims it for
+/// itself. A failed batch answers each member with an ambiguous error
 /// (part of it may have committed), which the engine settles per member by re-reading the row,
 /// as for a single claim. Everything else goes straight to the inner store.
 #[derive(Clone)]
@@ -143,17 +144,17 @@ impl Coalescing {
         // key share its answer.
         let mut index: HashMap<(String, String), usize> = HashMap::new();
         let mut distinct: Vec<ClaimRequest> = Vec::new();
-        let mut slots: Vec<(usize, bool, Reply)> = Vec::new();
+        let mut slots: Vec<(usize, Option<ClaimRequest>, Reply)> = Vec::new();
         for (request, reply) in batch {
             if reply.is_closed() {
                 continue; // the caller went away: do not claim for nobody
             }
             let id = (request.namespace.clone(), request.key.clone());
             match index.get(&id) {
-                Some(&i) => slots.push((i, false, reply)),
+                Some(&i) => slots.push((i, Some(request), reply)),
                 None => {
                     index.insert(id, distinct.len());
-                    slots.push((distinct.len(), true, reply));
+                    slots.push((distinct.len(), None, reply));
                     distinct.push(request);
                 }
             }
@@ -162,22 +163,43 @@ impl Coalescing {
             return;
         }
         match self.inner.claim_many(&distinct).await {
-            Ok(responses) if responses.len() == distinct.len() => {
-                for (i, first, reply) in slots {
-                    let response = match (&responses[i], first) {
-                        (r, true) => r.clone(),
+            Ok(mut responses) if responses.len() == distinct.len() => {
+                // Keys whose claim was released because the caller it was made for went away:
+                // the next caller of the key claims for itself instead of being told "running".
+                let mut vacated = vec![false; distinct.len()];
+                for (i, duplicate, reply) in slots {
+                    let owner = match duplicate {
+                        None => true,
+                        Some(request) if vacated[i] => {
+                            match self.inner.claim(&request).await {
+                                Ok(r) => responses[i] = r,
+                                Err(e) => {
+                                    let _ = reply.send(Err(e));
+                                    continue;
+                                }
+                            }
+                            vacated[i] = false;
+                            true
+                        }
+                        Some(_) => false,
+                    };
+                    let response = match &responses[i] {
+                        r if owner => r.clone(),
                         // The key was claimed for another caller of this batch.
-                        (ClaimResponse::Acquired(r) | ClaimResponse::Existing(r), false) => {
+                        ClaimResponse::Acquired(r) | ClaimResponse::Existing(r) => {
                             ClaimResponse::Existing(r.clone())
                         }
-                        (other, false) => other.clone(),
+                        other => other.clone(),
                     };
                     if let Err(Ok(ClaimResponse::Acquired(r))) = reply.send(Ok(response)) {
-                        if first {
+                        if owner {
                             // Acquired for a caller that went away: nothing started.
                             let write = self.inner.release(&r.namespace, &r.key, r.fencing_token);
-                            if let Err(e) = write.await {
-                                tracing::warn!(error = %e, "could not release an abandoned claim");
+                            match write.await {
+                                Ok(_) => vacated[i] = true,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "could not release an abandoned claim");
+                                }
                             }
                         }
                     }

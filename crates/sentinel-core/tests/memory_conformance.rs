@@ -102,3 +102,52 @@ fn coalescing_survives_drivers_that_never_ran() {
         );
     });
 }
+
+/// L4: when the caller a coalesced claim was made for goes away while the batch is in flight,
+/// its claim is released and the other caller of the same key in that batch claims the key for
+/// itself, instead of being told that somebody (nobody) is running it.
+#[tokio::test(flavor = "current_thread")]
+async fn coalesced_duplicate_takes_over_an_abandoned_claim() {
+    use std::time::Duration;
+
+    use sentinel_core::{Begin, Coalescing, EventKind, Sentinel};
+    use sentinel_testkit::FaultStore;
+
+    let fault = FaultStore::new(MemoryStore::new());
+    fault.arm(|f| f.claim_reply_delay = Duration::from_millis(200));
+    let s = Sentinel::builder(Coalescing::with_in_flight(fault.clone(), 64, 1))
+        .build()
+        .unwrap();
+    // On one thread, both callers queue their claim before the batch driver first runs.
+    let begin = |s: &Sentinel| {
+        let s = s.clone();
+        tokio::spawn(async move { s.once("k").begin::<u64, String>().await })
+    };
+    let (first, second) = (begin(&s), begin(&s));
+    while fault.claim_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    first.abort(); // the batch has claimed; its reply is still on the way
+    fault.arm(|f| f.claim_reply_delay = Duration::ZERO);
+    let execution = match second.await.unwrap().unwrap() {
+        Begin::Acquired(execution) => execution,
+        other => panic!("the live caller was not handed the key: {other:?}"),
+    };
+    assert!(execution.complete(7).await.unwrap().ran_here());
+    let history: Vec<EventKind> = s
+        .history("default", "k", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            EventKind::Acquired,
+            EventKind::Released,
+            EventKind::Acquired,
+            EventKind::Completed
+        ]
+    );
+}
