@@ -184,7 +184,10 @@ pub(crate) fn spawn_child(
                 pump(err, std::io::stderr(), &e);
                 let _ = t.send(());
             });
-            let status = child.wait();
+            // Not reaped yet: while the leader is a zombie its pid, the group's id, cannot be
+            // handed to another process, so signals forwarded to the group during the drain
+            // reach only what the command left behind.
+            wait_exited(child.id());
             // Both streams end with the command, unless something it started holds them.
             let deadline = std::time::Instant::now() + DRAIN;
             let mut ended = 0;
@@ -195,6 +198,7 @@ pub(crate) fn spawn_child(
                 }
                 ended += 1;
             }
+            let status = child.wait();
             let take = |b: &Shared| {
                 let mut c = b
                     .lock()
@@ -285,6 +289,14 @@ pub(crate) async fn next(sig: &mut Option<tokio::signal::unix::Signal>) -> Optio
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Blocks until the child has exited, leaving it to be reaped (`WNOWAIT`).
+fn wait_exited(pid: u32) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    while let Err(nix::errno::Errno::EINTR) = waitid(Id::Pid(pid), flags) {}
 }
 
 /// True when the child has exited (it may not be reaped yet); `WNOWAIT` leaves it to `wait`.

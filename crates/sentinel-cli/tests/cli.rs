@@ -517,6 +517,45 @@ fn termination_while_waiting_runs_nothing(env: &Env) {
 }
 
 /// Namespaces isolate keys.
+/// L11: a command that exits while something it started still holds its output stays a zombie
+/// (unreaped) until that output is drained, so its process group id cannot be reused by an
+/// unrelated process that signals forwarded meanwhile would reach.
+fn the_leader_stays_unreaped_while_output_drains(env: &Env) {
+    let script = sh("sleep 1 & echo $$ > pid; exit 0");
+    let mut runner = env
+        .cmd(&run_args("drain", &[], &script))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid: i32 = wait_for_file(&env.path("pid"), Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let state = |s: &str| {
+        s.rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next())
+    };
+    // The leader exits at once; `sleep` holds stdout for about a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exited_at = loop {
+        match stat() {
+            Some(s) if state(&s) == Some(Some('Z')) => break Instant::now(),
+            Some(_) => {}
+            None => panic!("the leader {pid} was reaped before its output drained"),
+        }
+        assert!(Instant::now() < deadline, "the leader {pid} never exited");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // Measured, not synchronised: still a zombie well after it exited, while output drains.
+    std::thread::sleep(Duration::from_millis(300));
+    if exited_at.elapsed() < Duration::from_millis(800) {
+        let s = stat().unwrap_or_default();
+        assert_eq!(state(&s), Some(Some('Z')), "reaped during the drain: {s}");
+    }
+    assert!(runner.wait().unwrap().success());
+}
+
 fn namespaces_isolate(env: &Env) {
     let a = env.run(&[
         "--namespace",
@@ -571,6 +610,11 @@ both_stores!(
 );
 
 // ---- policies, output and bad input (SQLite) --------------------------------------------------
+
+#[test]
+fn leader_stays_unreaped_while_output_drains() {
+    the_leader_stays_unreaped_while_output_drains(&Env::sqlite());
+}
 
 #[test]
 fn failure_policies_decide_the_key() {

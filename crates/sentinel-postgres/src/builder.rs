@@ -77,7 +77,9 @@ impl PgStoreBuilder {
 
     /// Uses the application's pool for claims and completions. Give a config too so Sentinel can
     /// open its own heartbeat and `LISTEN` connections; without one, the heartbeat keeps one
-    /// pooled connection for itself and waiters poll.
+    /// pooled connection for itself and waiters poll. That pooled connection is driven by the
+    /// runtime that opened it, possibly the application's: a blocked application runtime then
+    /// stalls renewals. `synchronous_commit` is checked on one connection, at build time.
     pub fn pool(mut self, pool: Pool) -> Self {
         self.pool = Some(pool);
         self
