@@ -23,11 +23,32 @@ pub(crate) fn map(phase: Phase, what: &str, e: tokio_postgres::Error) -> StoreEr
     };
     let message = match kind {
         StoreErrorKind::Schema => format!(
-            "{what}: the Sentinel schema is missing or outdated; run `sentinel init` or `Sentinel::migrate()` ({e})"
+            "{what}: the Sentinel schema is missing or outdated; run `sentinel init` or `Sentinel::migrate()` ({})",
+            describe(&e)
         ),
-        _ => format!("{what}: {e}"),
+        _ if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => format!(
+            "{what}: {}; this role lacks a privilege: creating or upgrading the schema (`sentinel \
+             init`, `migrate`) needs its owner, everything else the GRANTs of docs/postgres.md",
+            describe(&e)
+        ),
+        _ => format!("{what}: {}", describe(&e)),
     };
     StoreError::new(kind, message).with_source(e)
+}
+
+/// The driver's error in words: the server's message (with its detail) for a database error,
+/// else the error and its cause (the driver's own text alone says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        };
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 fn db_kind(code: &SqlState) -> StoreErrorKind {

@@ -926,3 +926,119 @@ async fn a_long_wait_registers_on_the_row_once() {
     );
     drop(worker);
 }
+
+/// The GRANTs of docs/least-privilege.sql, applied to a fresh role that has no CREATE anywhere:
+/// it runs `once` (fresh, replayed, waited for, heartbeated), and every operator command; only
+/// creating or upgrading the schema is refused, in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_create_runs_everything_but_init() {
+    use sentinel_core::FailurePolicy;
+    use sentinel_core::store::{ListQuery, OperatorAction, PruneQuery, Resolution, Store};
+
+    let owner = store_with(2).await;
+    let schema = owner.schema().to_owned();
+    let role = sentinel_testkit::unique_name("sentinel_app").to_lowercase();
+    let admin = raw_client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOCREATEDB NOCREATEROLE; \
+             REVOKE CREATE ON DATABASE test FROM {role}; {}",
+            include_str!("../../../docs/least-privilege.sql")
+                .replace("{schema}", &schema)
+                .replace("{role}", &role)
+        ))
+        .await
+        .unwrap();
+    let config: tokio_postgres::Config = database_url().parse().unwrap();
+    let mut config = config;
+    config.user(&role);
+    let app = PgStore::builder()
+        .config(config)
+        .schema(&schema)
+        .pool_size(4)
+        .build()
+        .await
+        .unwrap();
+    app.check_schema().await.unwrap();
+    let s = Sentinel::builder(app.clone()).build().unwrap();
+
+    // once: fresh, then replayed.
+    let (out, runs) = sentinel_testkit::run_counted(&s, "paid").await;
+    sentinel_testkit::assert_fresh!(out);
+    assert_eq!(runs, 1);
+    let (out, runs) = sentinel_testkit::run_counted(&s, "paid").await;
+    sentinel_testkit::assert_replayed!(out);
+    assert_eq!(runs, 0);
+
+    // The heartbeat renews a short lease past its ttl, and a waiter (LISTEN, registration) is
+    // woken by the completion.
+    let long = s
+        .once("long")
+        .ttl(Duration::from_millis(300))
+        .run(|_| async {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            Ok::<u64, String>(5)
+        });
+    let waiter = {
+        let s = s.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.once("long")
+                .wait(Duration::from_secs(10))
+                .run(|_| async { Ok::<u64, String>(0) })
+                .await
+        }
+    };
+    let (out, waited) = tokio::join!(long, waiter);
+    assert!(out.unwrap().ran_here());
+    let waited = waited.unwrap();
+    assert!(
+        matches!(waited, Outcome::Completed { value: 5, .. }),
+        "{waited:?}"
+    );
+
+    // A failure under the default policy leaves the key uncertain; the operator settles it.
+    let failed: Out = s
+        .once("broken")
+        .on_failure(FailurePolicy::Uncertain)
+        .run(|_| async { Err("boom".to_owned()) })
+        .await
+        .unwrap();
+    assert!(matches!(failed, Outcome::Failed { .. }), "{failed:?}");
+    let act = |key: &str| OperatorAction::new("default", key, "ops@test", Some("checked".into()));
+    let token = s.reconcile(&act("broken"), false).await.unwrap();
+    s.resolve(&act("broken"), &Resolution::Reset, Some(token))
+        .await
+        .unwrap();
+    assert!(s.inspect("default", "broken").await.unwrap().is_none());
+    s.forget(&act("paid")).await.unwrap();
+    assert!(!s.list(&ListQuery::new(100)).await.unwrap().is_empty());
+    assert!(
+        !s.history("default", "broken", 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut prune = PruneQuery::in_namespace("default");
+    prune.older_than = Some(Duration::ZERO);
+    assert!(s.prune(&prune).await.unwrap() >= 1);
+    app.stats().await.unwrap();
+
+    // Creating or upgrading the schema is refused, clearly.
+    let err = app
+        .migrate()
+        .await
+        .expect_err("a role without CREATE migrated");
+    let message = err.to_string();
+    assert!(
+        message.contains("permission denied") && message.contains("owner"),
+        "{message}"
+    );
+    drop(s);
+    drop(app);
+    let _ = admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .await;
+}
