@@ -151,3 +151,20 @@ async fn coalesced_duplicate_takes_over_an_abandoned_claim() {
         ]
     );
 }
+
+/// Random operation sequences agree with the reference model (`sentinel_testkit::model`):
+/// answers, states, token order and event logs. `PROPTEST_CASES` runs more.
+#[test]
+fn memory_store_agrees_with_the_model() {
+    sentinel_testkit::model::check(64, || async {
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>
+    });
+}
+
+/// The same through the coalescing decorator.
+#[test]
+fn coalesced_memory_store_agrees_with_the_model() {
+    sentinel_testkit::model::check(64, || async {
+        Arc::new(sentinel_core::Coalescing::new(MemoryStore::new(), 64)) as Arc<dyn Store>
+    });
+}

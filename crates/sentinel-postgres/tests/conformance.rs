@@ -42,3 +42,21 @@ mod coalescing {
 
     sentinel_testkit::conformance_tests!(pg_store_coalescing);
 }
+
+/// Random operation sequences agree with the reference model (`sentinel_testkit::model`):
+/// answers, states, token order and event logs. `PROPTEST_CASES` runs more.
+#[test]
+fn postgres_store_agrees_with_the_model() {
+    sentinel_testkit::model::check(24, support::pg_store);
+}
+
+/// The same through the coalescing decorator.
+#[test]
+fn coalesced_postgres_store_agrees_with_the_model() {
+    sentinel_testkit::model::check(24, || async {
+        std::sync::Arc::new(sentinel_core::Coalescing::new(
+            support::store_with(4).await,
+            64,
+        )) as std::sync::Arc<dyn sentinel_core::Store>
+    });
+}

@@ -27,3 +27,18 @@ mod memory_url {
 
     sentinel_testkit::conformance_tests!(sqlite_memory_store);
 }
+
+/// Random operation sequences agree with the reference model (`sentinel_testkit::model`):
+/// answers, states, token order and event logs. `PROPTEST_CASES` runs more.
+#[test]
+fn sqlite_store_agrees_with_the_model() {
+    sentinel_testkit::model::check(32, sqlite_store);
+}
+
+/// The same through the coalescing decorator.
+#[test]
+fn coalesced_sqlite_store_agrees_with_the_model() {
+    sentinel_testkit::model::check(32, || async {
+        Arc::new(sentinel_core::Coalescing::new(sqlite_store().await, 64)) as Arc<dyn Store>
+    });
+}

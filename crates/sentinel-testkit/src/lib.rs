@@ -9,6 +9,7 @@
 
 pub mod conformance;
 mod fault;
+pub mod model;
 pub mod proxy;
 pub mod race;
 mod support;
@@ -18,6 +19,8 @@ pub use support::{
     assert_uncertain_after_expiry, hold, run_counted, test_database_url, unique_name,
 };
 
+/// The property-testing crate the model and the fuzz tests use, re-exported for the test crates.
+pub use proptest;
 #[doc(hidden)]
 pub use sentinel_core as __core;
 
