@@ -168,7 +168,7 @@ pub(crate) struct ResolveArgs {
     #[arg(long)]
     pub(crate) complete: bool,
     /// The stored result, as JSON (with --complete).
-    #[arg(long, requires = "complete")]
+    #[arg(long, requires = "complete", allow_hyphen_values = true)]
     pub(crate) result: Option<String>,
     /// The work did not happen: remove the record so the next run executes.
     #[arg(long)]

@@ -848,3 +848,78 @@ fn default_database_is_a_sqlite_file_in_the_state_directory() {
     assert!(text(&help.stdout).contains(&dir.join("sentinel/sentinel.db").display().to_string()));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// ---- fuzzing the operator's `--result` and what replays decode --------------------------------
+
+mod result_fuzz {
+    use super::*;
+    use sentinel_testkit::proptest::prelude::*;
+
+    /// JSON an operator might type, and run-result shapes with wrong or hostile fields.
+    fn result_text() -> impl Strategy<Value = String> {
+        let scalar = prop_oneof![
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("1e999".to_owned()),
+            Just("-0.5".to_owned()),
+            "\\PC{0,12}".prop_map(|s| serde_json::Value::from(s).to_string()),
+            Just("\"!!!not base64\"".to_owned()),
+            Just("\"aGVsbG8=\"".to_owned()),
+            Just("true".to_owned()),
+        ];
+        prop_oneof![
+            // Not JSON at all.
+            "\\PC{0,16}",
+            scalar.clone(),
+            // A run result, field by field right or wrong.
+            (
+                scalar.clone(),
+                scalar.clone(),
+                scalar.clone(),
+                prop_oneof![
+                    Just("\"utf8\""),
+                    Just("\"base64\""),
+                    Just("\"rot13\""),
+                    Just("7")
+                ],
+                scalar,
+            )
+                .prop_map(|(code, out, err, encoding, signal)| format!(
+                    "{{\"exit_code\":{code},\"signal\":{signal},\"stdout\":{out},\"stderr\":{err},\
+                     \"encoding\":{encoding},\"truncated\":false,\"bytes_total\":3}}"
+                )),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `resolve --complete --result JSON` accepts JSON and refuses anything else (exit 2);
+        /// replaying whatever was stored exits with a code of its own, never a crash (70, 101)
+        /// nor a signal.
+        #[test]
+        fn any_result_resolves_or_is_refused_and_replays_without_crashing(text in result_text()) {
+            let env = Env::sqlite();
+            prop_assert_eq!(code(&env.run(&run_args("k", &[], &sh("exit 3")))), 3);
+            let reconciled = env.run(&["reconcile", "k"]);
+            prop_assert!(reconciled.status.success(), "{}", text_of(&reconciled.stderr));
+            let resolved = env.run(&["resolve", "k", "--complete", "--result", &text]);
+            // JSON's grammar bounds no number (`1e999` is JSON), which `Value` cannot hold.
+            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
+            if !is_json {
+                prop_assert_eq!(code(&resolved), 2, "{}", text_of(&resolved.stderr));
+                return Ok(());
+            }
+            prop_assert!(resolved.status.success(), "{}: {}", text, text_of(&resolved.stderr));
+            let replay = env.run(&run_args("k", &[], &sh("echo must-not-run")));
+            let c = replay.status.code();
+            prop_assert!(c.is_some(), "the replay died of a signal");
+            prop_assert!(!matches!(c, Some(70 | 101)), "{}: exit {:?}: {}", text, c, text_of(&replay.stderr));
+            prop_assert!(!text_of(&replay.stdout).contains("must-not-run"));
+        }
+    }
+
+    fn text_of(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+}

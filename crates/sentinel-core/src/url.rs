@@ -13,42 +13,55 @@ fn is_secret(key: &str) -> bool {
 /// messages and logs.
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://{}", redact_url_rest(rest)),
-        None if url.contains('=') => redact_key_values(url),
-        None => url.to_owned(),
+        Some((scheme, rest)) if is_scheme(scheme) => {
+            format!("{scheme}://{}", redact_url_rest(rest))
+        }
+        _ if url.contains('=') => redact_key_values(url),
+        _ => url.to_owned(),
     }
 }
 
-/// `user:password@host/path?query#fragment` after the scheme.
+/// A URL scheme (RFC 3986): a letter, then letters, digits, `+`, `-` or `.`. Anything else before
+/// `://` (say `host=h password=a://b`) is no URL.
+fn is_scheme(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `user:password@host/path?query#fragment` after the scheme. People write passwords with `/`,
+/// `?`, `#` or `@` in them unencoded, so neither part is found by parsing: every `?k=v` or
+/// `&k=v` pair with a secret key loses its value wherever it stands, then everything between
+/// the first `:` and the *last* `@` goes (hosts never hold an `@`). Hiding too much — a query
+/// value holding an `@` — is the safe mistake.
 fn redact_url_rest(rest: &str) -> String {
-    // The authority ends at the first '/', '?' or '#'; the userinfo at its last '@'.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
+    let rest = redact_query_pairs(rest);
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
-            None => authority.to_owned(),
+            None => rest.clone(),
         },
-        None => authority.to_owned(),
+        None => rest,
+    }
+}
+
+/// Every `k=v` of the query (after the first `?`, split at `&`) with the value of a secret key
+/// replaced. A key is what follows the last `?` before its `=`, so a `?` inside an unencoded
+/// password ahead of the query does not hide the query's keys.
+fn redact_query_pairs(s: &str) -> String {
+    let Some((head, query)) = s.split_once('?') else {
+        return s.to_owned();
     };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let (query, fragment) = query
-                .split_once('#')
-                .map_or((query, None), |(q, f)| (q, Some(f)));
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if is_secret(&percent_decoded(k)) => format!("{k}=***"),
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
-            format!("{path}?{}{fragment}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{authority}{tail}")
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret(&percent_decoded(k.rsplit('?').next().unwrap_or(k))) => {
+                format!("{k}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", pairs.join("&"))
 }
 
 /// Decodes `%XX` escapes of a query key (so `pass%77ord` is seen as `password`).
@@ -142,6 +155,14 @@ mod tests {
             "password = 's3cret\\'s' host=h",
             "password=s3cret",
             "redis://u:s3cret@h/0",
+            // Found by the fuzz tests (tests/fuzz.rs): unencoded '/', '?' and '@' in a password,
+            // a '?' in a query value, a "://" inside a key=value password.
+            "postgres://u:/s3cret@h",
+            "postgres://u:s3?cret@h/db",
+            "postgres://u:s3@cret@h/db",
+            "postgres://u@h/db?password=?s3cret",
+            "postgres://u:pw?x@h/db?password=s3cret&email=a@b",
+            "host=db user=app password=://s3cret dbname=test",
         ] {
             let shown = redact_url(url);
             assert!(!shown.contains("s3"), "{url} -> {shown}");
