@@ -73,25 +73,23 @@ impl Registry {
         Some(e.removal.token)
     }
 
-    /// Records a registration just made. Should another waiter of this process have registered
-    /// the key meanwhile, joins theirs and hands back ours to remove.
-    pub(crate) fn insert(&self, payload: &str, removal: Removal) -> (i64, Option<Removal>) {
+    /// Records a registration just made, held by nobody yet (the waiter joins it, or it
+    /// lingers for the next step). Should another waiter of this process have registered the
+    /// key meanwhile, hands back ours to remove.
+    pub(crate) fn insert_idle(&self, payload: &str, removal: Removal) -> Result<u64, Removal> {
         let mut entries = self.entries();
-        if let Some(e) = entries.get_mut(payload) {
-            e.holders += 1;
-            e.generation += 1;
-            return (e.removal.token, Some(removal));
+        if entries.contains_key(payload) {
+            return Err(removal);
         }
-        let token = removal.token;
         entries.insert(
             payload.to_owned(),
             Entry {
                 removal,
-                holders: 1,
+                holders: 0,
                 generation: 0,
             },
         );
-        (token, None)
+        Ok(0)
     }
 
     /// A waiter's step ended. When it was the last holder, returns the generation a lingering

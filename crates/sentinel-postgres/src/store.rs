@@ -70,18 +70,8 @@ impl Drop for WaiterRegistration {
         let Some(generation) = registry.leave(&self.payload, self.token) else {
             return;
         };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            // No runtime to run the removal on: the count stays, which costs only NOTIFYs.
-            let _ = registry.expire(&self.payload, generation);
-            return;
-        };
-        let (store, payload) = (self.store.clone(), std::mem::take(&mut self.payload));
-        handle.spawn(async move {
-            tokio::time::sleep(listen::LINGER).await;
-            if let Some(r) = store.inner.registry.expire(&payload, generation) {
-                store.unregister(r).await;
-            }
-        });
+        self.store
+            .linger(std::mem::take(&mut self.payload), generation);
     }
 }
 
@@ -420,6 +410,47 @@ impl PgStore {
             let store = PgStore { inner };
             handle.spawn(async move { store.unregister(r).await });
         })
+    }
+
+    /// Counts a waiter on the row, when it is still running; records the registration in this
+    /// process's registry, held by nobody yet. `false` when the row is no longer running.
+    async fn register(
+        &self,
+        namespace: String,
+        key: String,
+        payload: String,
+    ) -> Result<bool, StoreError> {
+        let sql = &self.inner.sql.add_waiter;
+        let rows = self.query("wait", sql, &[&namespace, &key]).await?;
+        let Some(token) = rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()) else {
+            return Ok(false);
+        };
+        let removal = Removal {
+            namespace,
+            key,
+            token,
+        };
+        match self.inner.registry.insert_idle(&payload, removal) {
+            Ok(generation) => self.linger(payload, generation),
+            Err(extra) => self.unregister(extra).await,
+        }
+        Ok(true)
+    }
+
+    /// Removes an unheld registration after [`listen::LINGER`], unless a waiter joined it since.
+    fn linger(&self, payload: String, generation: u64) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // No runtime to run the removal on: the count stays, which costs only NOTIFYs.
+            let _ = self.inner.registry.expire(&payload, generation);
+            return;
+        };
+        let store = self.clone();
+        handle.spawn(async move {
+            tokio::time::sleep(listen::LINGER).await;
+            if let Some(r) = store.inner.registry.expire(&payload, generation) {
+                store.unregister(r).await;
+            }
+        });
     }
 
     async fn unregister(&self, r: Removal) {
@@ -839,32 +870,19 @@ impl Store for PgStore {
         let token = match self.inner.registry.join(&expected) {
             Some(token) => token,
             None => {
-                let registered = tokio::time::timeout_at(
-                    deadline,
-                    self.query("wait", &self.inner.sql.add_waiter, &[&namespace, &key]),
-                )
-                .await;
-                let Ok(registered) = registered else {
-                    // The caller's time is up. Should the registration commit late, it costs this
-                    // execution one NOTIFY.
-                    return Ok(());
-                };
-                let Some(token) = registered?
-                    .first()
-                    .and_then(|r| r.try_get::<_, i64>(0).ok())
-                else {
-                    return Ok(()); // no longer running: the caller re-reads
-                };
-                let removal = Removal {
-                    namespace: namespace.to_owned(),
-                    key: key.to_owned(),
-                    token,
-                };
-                let (token, extra) = self.inner.registry.insert(&expected, removal);
-                if let Some(extra) = extra {
-                    self.remover()(extra);
+                // Registered in a task of its own: should this step end first, a registration
+                // that commits still lingers for the next one instead of being lost on the row.
+                let store = self.clone();
+                let (ns, k, p) = (namespace.to_owned(), key.to_owned(), expected.clone());
+                let registering = tokio::spawn(async move { store.register(ns, k, p).await });
+                match tokio::time::timeout_at(deadline, registering).await {
+                    Err(_) | Ok(Err(_)) | Ok(Ok(Ok(false))) => return Ok(()), // the caller re-reads
+                    Ok(Ok(Err(e))) => return Err(e),
+                    Ok(Ok(Ok(true))) => match self.inner.registry.join(&expected) {
+                        Some(token) => token,
+                        None => return Ok(()), // changed already: the caller re-reads
+                    },
                 }
-                token
             }
         };
         // Left even when this future is dropped; tied to the token, so it never touches a later
