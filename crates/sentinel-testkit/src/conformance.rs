@@ -546,6 +546,35 @@ pub async fn unreachable_release_is_tried_again(store: Arc<dyn Store>) {
     assert!(s.inspect("default", "k").await.unwrap().is_none());
 }
 
+/// A release whose reply was lost, read back as an operator's later token, was not ours: the
+/// operator took the key over, so the caller is not told "released" (L3).
+pub async fn release_superseded_by_an_operator_is_not_reported_released(store: Arc<dyn Store>) {
+    let (fault, s) = faulty(store);
+    fault.arm(|f| f.release_lost_to_an_operator = 1);
+    let out: Out = s
+        .once("k")
+        .on_failure(FailurePolicy::Release)
+        .run(|_| async { Err("upstream 503".to_string()) })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            out,
+            Outcome::Failed {
+                disposition: Disposition::Uncertain,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let record = s.inspect("default", "k").await.unwrap().unwrap();
+    assert_eq!(
+        record.state,
+        State::Completed,
+        "the operator's resolution stands"
+    );
+}
+
 /// Dropping an unfinished execution handle leaves the key uncertain (reason `cancelled`), as
 /// dropping `run`'s future does.
 pub async fn dropped_execution_leaves_key_uncertain(store: Arc<dyn Store>) {
@@ -1607,6 +1636,7 @@ macro_rules! conformance_tests {
             timing_release_after_lease_loss_is_uncertain,
             timing_recorded_failure_needs_a_live_lease,
             unreachable_release_is_tried_again,
+            release_superseded_by_an_operator_is_not_reported_released,
             timing_expired_lease_makes_key_uncertain,
             timing_heartbeat_keeps_lease_alive,
             timing_hard_ceiling_fires_lease_lost,

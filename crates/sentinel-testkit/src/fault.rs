@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use sentinel_core::store::{ClaimRequest, ClaimResponse, Completion, Renewal, Store, Write};
+use sentinel_core::store::{
+    ClaimRequest, ClaimResponse, Completion, OperatorAction, Renewal, Resolution, Store, Write,
+};
 use sentinel_core::{Record, StoreError};
 
 /// Counts of faults still to inject, per operation.
@@ -37,6 +39,9 @@ pub struct Faults {
     pub heartbeat_delay: Duration,
     /// Fail the next N releases before they reach the store.
     pub release_unavailable: u32,
+    /// The next N releases never apply and their reply is lost; meanwhile the key is taken
+    /// over: marked uncertain, reconciled and resolved as completed by an operator.
+    pub release_lost_to_an_operator: u32,
 }
 
 /// Wraps a store and injects [`Faults`]; with none armed it is the inner store.
@@ -201,6 +206,17 @@ impl Store for FaultStore {
     ) -> Result<Write, StoreError> {
         if self.with(|f| take(&mut f.release_unavailable)) {
             return Err(unavailable());
+        }
+        if self.with(|f| take(&mut f.release_lost_to_an_operator)) {
+            let reason = sentinel_core::UncertainReason::Failed;
+            self.inner
+                .mark_uncertain(namespace, key, token, reason)
+                .await?;
+            let action = OperatorAction::new(namespace, key, "ops@fault", None);
+            self.inner.reconcile(&action, false).await?;
+            let resolution = Resolution::Complete(None);
+            self.inner.resolve(&action, &resolution, None).await?;
+            return Err(lost());
         }
         self.inner.release(namespace, key, token).await
     }
