@@ -12,12 +12,26 @@ fn is_secret(key: &str) -> bool {
 /// The URL (or key=value connection string) with every password replaced by `***`, for
 /// messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
+    // As pasted from an env file: surrounding white space and quotes are no part of it.
+    let text = url.trim().trim_matches(|c| c == '"' || c == '\'').trim();
+    match text.split_once("://") {
         Some((scheme, rest)) if is_scheme(scheme) => {
             format!("{scheme}://{}", redact_url_rest(rest))
         }
-        _ if url.contains('=') => redact_key_values(url),
-        _ => url.to_owned(),
+        _ if text.contains('=') && !text.contains('@') => redact_key_values(text),
+        _ if text.contains('=') => hide_userinfo(&redact_key_values(text)),
+        _ => hide_userinfo(text),
+    }
+}
+
+/// Text that is neither a URL nor key=value pairs (`postgres:/u:pw@h`, a mangled URL): should
+/// it hold an `@`, everything from its first `:` to its last `@` goes.
+fn hide_userinfo(text: &str) -> String {
+    match (text.find(':'), text.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => {
+            format!("{}:***{}", &text[..colon], &text[at..])
+        }
+        _ => text.to_owned(),
     }
 }
 
@@ -163,6 +177,12 @@ mod tests {
             "postgres://u@h/db?password=?s3cret",
             "postgres://u:pw?x@h/db?password=s3cret&email=a@b",
             "host=db user=app password=://s3cret dbname=test",
+            // Found by review: quoted as in an env file, leading white space, one slash.
+            "\"postgres://u:s3cret@h/db\"",
+            "'postgres://u:s3cret@h/db'",
+            "  postgres://u:s3cret@h/db",
+            "postgres:/u:s3cret@h/db",
+            "postgres:u:s3cret@h",
         ] {
             let shown = redact_url(url);
             assert!(!shown.contains("s3"), "{url} -> {shown}");

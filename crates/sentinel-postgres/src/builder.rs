@@ -60,7 +60,21 @@ impl std::fmt::Debug for PgStoreBuilder {
 impl PgStoreBuilder {
     /// Connects with a `postgres://` URL (or a key=value connection string).
     pub fn url(mut self, url: &str) -> Self {
+        use tokio_postgres::config::Host;
         match tokio_postgres::Config::from_str(url) {
+            // The driver splits the userinfo at its first '@': a password holding one would be
+            // taken for part of the host, and shown wherever the host is.
+            Ok(c)
+                if c.get_hosts()
+                    .iter()
+                    .any(|h| matches!(h, Host::Tcp(name) if name.contains('@'))) =>
+            {
+                self.url_error = Some(format!(
+                    "invalid database URL {}: a host name cannot hold '@'; write an '@' in the \
+                     password as %40",
+                    redact_url(url)
+                ));
+            }
             Ok(c) => self.config = Some(c),
             Err(e) => {
                 self.url_error = Some(format!("invalid database URL {}: {e}", redact_url(url)));
@@ -229,8 +243,7 @@ impl PgStoreBuilder {
             self.statement_timeout,
             self.unnamed,
         );
-        let checked = store.within("connect", async {
-            let client = store.client().await?;
+        let checked = store.within("connect", async |client| {
             if own_pool {
                 return Ok(None);
             }

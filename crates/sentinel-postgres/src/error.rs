@@ -84,7 +84,8 @@ pub(crate) fn target(config: &tokio_postgres::Config) -> String {
         .map(|(i, host)| {
             let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
             match host {
-                Host::Tcp(h) => format!("{h}:{port}"),
+                // Never what a mis-split userinfo left before an '@'.
+                Host::Tcp(h) => format!("{}:{port}", h.rsplit('@').next().unwrap_or(h)),
                 Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
             }
         })

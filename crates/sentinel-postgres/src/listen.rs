@@ -49,54 +49,139 @@ pub(crate) type Remover = Arc<dyn Fn(Removal) + Send + Sync>;
 struct Entry {
     removal: Removal,
     holders: usize,
-    /// Bumped on every join, so a lingering removal knows whether somebody came back.
+    /// Changed on every join (from a registry-wide counter), so a lingering removal knows
+    /// whether somebody came back.
     generation: u64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Counts invalidations and drains.
+    epoch: u64,
+    /// The epoch of the last drain: registrations begun before it are not trusted.
+    drained_at: u64,
+    /// The epoch of each key's last invalidation while registrations were in flight.
+    invalidated: HashMap<String, u64>,
+    /// Registrations in flight; when none are, `invalidated` is forgotten.
+    registering: usize,
+    generations: u64,
+}
+
+impl State {
+    fn generation(&mut self) -> u64 {
+        self.generations += 1;
+        self.generations
+    }
 }
 
 /// This process's registrations, by notification payload.
 #[derive(Default)]
 pub(crate) struct Registry {
-    entries: Mutex<HashMap<String, Entry>>,
+    state: Mutex<State>,
+}
+
+/// A registration in flight: it remembers when it began, so that a row change signalled while
+/// its statement ran (which found nothing to invalidate yet) keeps it out of the registry.
+pub(crate) struct Ticket<'a> {
+    registry: &'a Registry,
+    epoch: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let mut state = self.registry.state();
+        state.registering = state.registering.saturating_sub(1);
+        if state.registering == 0 {
+            state.invalidated.clear();
+        }
+    }
+}
+
+/// What became of a registration offered to the registry.
+pub(crate) enum Inserted {
+    /// Recorded, held by nobody yet; its lingering removal must find `generation`.
+    Idle {
+        generation: u64,
+        /// An older registration of the key it replaced, to take off its row.
+        replaced: Option<Removal>,
+    },
+    /// Not recorded: another waiter of this process registered the same execution meanwhile.
+    /// Take this one off its row and join that one.
+    Duplicate(Removal),
+    /// Not recorded: the key changed while it was made, or a newer registration is there.
+    /// Take it off its row; the caller re-reads.
+    Refused(Removal),
 }
 
 impl Registry {
-    fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Joins the live registration of the key, if there is one; returns its token.
     pub(crate) fn join(&self, payload: &str) -> Option<i64> {
-        let mut entries = self.entries();
-        let e = entries.get_mut(payload)?;
+        let mut state = self.state();
+        let generation = state.generation();
+        let e = state.entries.get_mut(payload)?;
         e.holders += 1;
-        e.generation += 1;
+        e.generation = generation;
         Some(e.removal.token)
     }
 
-    /// Records a registration just made, held by nobody yet (the waiter joins it, or it
-    /// lingers for the next step). Should another waiter of this process have registered the
-    /// key meanwhile, hands back ours to remove.
-    pub(crate) fn insert_idle(&self, payload: &str, removal: Removal) -> Result<u64, Removal> {
-        let mut entries = self.entries();
-        if entries.contains_key(payload) {
-            return Err(removal);
+    /// Starts a registration (before its statement is sent).
+    pub(crate) fn begin(&self) -> Ticket<'_> {
+        let mut state = self.state();
+        state.registering += 1;
+        Ticket {
+            registry: self,
+            epoch: state.epoch,
         }
-        entries.insert(
+    }
+
+    /// Offers a registration just made, held by nobody yet (the waiter joins it, or it
+    /// lingers for the next step).
+    pub(crate) fn insert_idle(
+        &self,
+        ticket: &Ticket<'_>,
+        payload: &str,
+        removal: Removal,
+    ) -> Inserted {
+        let mut state = self.state();
+        let changed = state.drained_at > ticket.epoch
+            || state
+                .invalidated
+                .get(payload)
+                .is_some_and(|&e| e > ticket.epoch);
+        if changed {
+            return Inserted::Refused(removal);
+        }
+        let replaced = match state.entries.get(payload) {
+            Some(e) if e.removal.token == removal.token => return Inserted::Duplicate(removal),
+            Some(e) if e.removal.token > removal.token => return Inserted::Refused(removal),
+            Some(_) => state.entries.remove(payload).map(|e| e.removal),
+            None => None,
+        };
+        let generation = state.generation();
+        state.entries.insert(
             payload.to_owned(),
             Entry {
                 removal,
                 holders: 0,
-                generation: 0,
+                generation,
             },
         );
-        Ok(0)
+        Inserted::Idle {
+            generation,
+            replaced,
+        }
     }
 
     /// A waiter's step ended. When it was the last holder, returns the generation a lingering
     /// removal must still find.
     pub(crate) fn leave(&self, payload: &str, token: i64) -> Option<u64> {
-        let mut entries = self.entries();
-        let e = entries.get_mut(payload)?;
+        let mut state = self.state();
+        let e = state.entries.get_mut(payload)?;
         if e.removal.token != token {
             return None;
         }
@@ -106,10 +191,10 @@ impl Registry {
 
     /// The linger passed: removes the registration unless somebody joined it since.
     pub(crate) fn expire(&self, payload: &str, generation: u64) -> Option<Removal> {
-        let mut entries = self.entries();
-        match entries.get(payload) {
+        let mut state = self.state();
+        match state.entries.get(payload) {
             Some(e) if e.holders == 0 && e.generation == generation => {
-                entries.remove(payload).map(|e| e.removal)
+                state.entries.remove(payload).map(|e| e.removal)
             }
             _ => None,
         }
@@ -117,12 +202,22 @@ impl Registry {
 
     /// The row changed: later waiters must register again (and learn the new state).
     pub(crate) fn invalidate(&self, payload: &str) -> Option<Removal> {
-        self.entries().remove(payload).map(|e| e.removal)
+        let mut state = self.state();
+        state.epoch += 1;
+        if state.registering > 0 {
+            let epoch = state.epoch;
+            state.invalidated.insert(payload.to_owned(), epoch);
+        }
+        state.entries.remove(payload).map(|e| e.removal)
     }
 
-    /// Notifications may have been missed: every registration is dropped.
+    /// Notifications may have been missed: every registration is dropped, and those in flight
+    /// will not be trusted.
     pub(crate) fn drain(&self) -> Vec<Removal> {
-        self.entries().drain().map(|(_, e)| e.removal).collect()
+        let mut state = self.state();
+        state.epoch += 1;
+        state.drained_at = state.epoch;
+        state.entries.drain().map(|(_, e)| e.removal).collect()
     }
 }
 
@@ -197,4 +292,84 @@ pub(crate) struct Slot {
 /// characters.
 pub(crate) fn payload(namespace: &str, key: &str) -> String {
     format!("{}:{namespace}{key}", namespace.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn removal(token: i64) -> Removal {
+        Removal {
+            namespace: "default".into(),
+            key: "k".into(),
+            token,
+        }
+    }
+
+    const P: &str = "7:defaultk";
+
+    /// A row released while its registration's statement ran (so the notification found nothing
+    /// to invalidate) must not leave that registration behind for later waiters to join.
+    #[test]
+    fn a_registration_made_while_its_key_changed_is_refused() {
+        let registry = Registry::default();
+        let ticket = registry.begin();
+        assert!(registry.invalidate(P).is_none()); // the release's notification
+        assert!(matches!(
+            registry.insert_idle(&ticket, P, removal(1)),
+            Inserted::Refused(r) if r.token == 1
+        ));
+        assert!(registry.join(P).is_none());
+    }
+
+    #[test]
+    fn registrations_in_flight_are_not_trusted_after_a_drain() {
+        let registry = Registry::default();
+        let ticket = registry.begin();
+        assert!(registry.drain().is_empty()); // the LISTEN connection died
+        assert!(matches!(
+            registry.insert_idle(&ticket, P, removal(1)),
+            Inserted::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn a_newer_execution_replaces_an_older_registration() {
+        let registry = Registry::default();
+        let first = registry.begin();
+        assert!(matches!(
+            registry.insert_idle(&first, P, removal(1)),
+            Inserted::Idle { replaced: None, .. }
+        ));
+        drop(first);
+        let second = registry.begin();
+        assert!(matches!(
+            registry.insert_idle(&second, P, removal(2)),
+            Inserted::Idle { replaced: Some(r), .. } if r.token == 1
+        ));
+        assert_eq!(registry.join(P), Some(2));
+        // An older one arriving late is refused; the same execution twice is a duplicate.
+        let late = registry.begin();
+        assert!(matches!(
+            registry.insert_idle(&late, P, removal(1)),
+            Inserted::Refused(_)
+        ));
+        assert!(matches!(
+            registry.insert_idle(&late, P, removal(2)),
+            Inserted::Duplicate(_)
+        ));
+    }
+
+    #[test]
+    fn a_lingering_removal_spares_a_registration_joined_since() {
+        let registry = Registry::default();
+        let ticket = registry.begin();
+        let Inserted::Idle { generation, .. } = registry.insert_idle(&ticket, P, removal(1)) else {
+            panic!("refused");
+        };
+        assert_eq!(registry.join(P), Some(1));
+        assert!(registry.expire(P, generation).is_none());
+        let left = registry.leave(P, 1).expect("last holder");
+        assert_eq!(registry.expire(P, left).map(|r| r.token), Some(1));
+    }
 }

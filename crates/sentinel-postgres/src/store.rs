@@ -19,7 +19,7 @@ use tokio_postgres::{Client, Row, Statement};
 use crate::PgStoreBuilder;
 use crate::connect::{PgConnector, Tls, cancel_in_background};
 use crate::error::{self, Phase, map};
-use crate::listen::{self, Listener, Registry, Removal, Remover, Signal, Slot};
+use crate::listen::{self, Inserted, Listener, Registry, Removal, Remover, Signal, Slot};
 use crate::migrate;
 use crate::row;
 use crate::sql::{Sql, Stmt};
@@ -72,6 +72,39 @@ impl Drop for WaiterRegistration {
         };
         self.store
             .linger(std::mem::take(&mut self.payload), generation);
+    }
+}
+
+/// A `LISTEN` connection attempt in progress. However it ends — done, failed, or dropped with
+/// the runtime that ran it — it leaves the slot and wakes whoever waits for it, so a stranded
+/// attempt cannot keep later waiters from connecting again.
+struct ListenAttempt {
+    store: PgStore,
+    done: Arc<tokio::sync::Notify>,
+}
+
+impl ListenAttempt {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.store
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for ListenAttempt {
+    fn drop(&mut self) {
+        let mut slot = self.slot();
+        if slot
+            .connecting
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, &self.done))
+        {
+            slot.connecting = None;
+        }
+        drop(slot);
+        self.done.notify_waiters();
     }
 }
 
@@ -176,28 +209,49 @@ impl PgStore {
 
     /// Migrates within the statement timeout (it also bounds the wait for another migrator).
     async fn migrate_within(&self) -> Result<(), StoreError> {
-        self.within("migrate", async {
-            let mut client = self.client().await?;
-            migrate::run(&mut client, &self.inner.schema).await
-        })
-        .await
+        let schema = &self.inner.schema;
+        self.within("migrate", async |client| migrate::run(client, schema).await)
+            .await
     }
 
-    /// Runs `work` (which connects first) within the statement timeout.
+    /// Gets a connection and runs `work` on it, all within the statement timeout. A statement
+    /// still running when time is up is cancelled and its connection leaves the pool, so no
+    /// later statement queues behind it.
     pub(crate) async fn within<T>(
         &self,
         what: &str,
-        work: impl std::future::Future<Output = Result<T, StoreError>>,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.inner.statement_timeout, work)
+        let deadline = tokio::time::Instant::now() + self.inner.statement_timeout;
+        let late = || {
+            StoreError::unavailable(format!(
+                "{what}: no reply from PostgreSQL at {} within the statement timeout ({} s)",
+                self.inner.target,
+                self.inner.statement_timeout.as_secs_f64()
+            ))
+        };
+        let mut client = tokio::time::timeout_at(deadline, self.client())
             .await
-            .map_err(|_| {
-                StoreError::unavailable(format!(
-                    "{what}: no reply from PostgreSQL at {} within the statement timeout ({} s)",
-                    self.inner.target,
-                    self.inner.statement_timeout.as_secs_f64()
-                ))
-            })?
+            .map_err(|_| late())??;
+        match tokio::time::timeout_at(deadline, work(&mut client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                cancel_in_background(client.cancel_token(), self.tls());
+                drop(Object::take(client));
+                Err(late())
+            }
+        }
+    }
+
+    /// How long setting up one of Sentinel's own connections may take: the connect timeout,
+    /// at most the statement timeout.
+    fn connect_bound(&self) -> Duration {
+        let statement = self.inner.statement_timeout;
+        self.inner
+            .connector
+            .as_ref()
+            .and_then(|c| c.config.get_connect_timeout().copied())
+            .map_or(statement, |c| c.min(statement))
     }
 
     /// Checks that the schema exists at the version this build knows.
@@ -206,9 +260,9 @@ impl PgStore {
     ///
     /// [`Error::Store`] of kind `Schema` when it is missing, older or newer.
     pub async fn check_schema(&self) -> Result<(), Error> {
-        let checked = self.within("check schema", async {
-            let client = self.client().await?;
-            migrate::check(&client, &self.inner.schema).await
+        let schema = &self.inner.schema;
+        let checked = self.within("check schema", async |client| {
+            migrate::check(client, schema).await
         });
         Ok(checked.await?)
     }
@@ -367,33 +421,30 @@ impl PgStore {
     /// Opens the `LISTEN` connection in the background, within the statement timeout, whoever
     /// waits for it.
     fn connect_listener(&self, connector: PgConnector, done: Arc<tokio::sync::Notify>) {
-        let store = self.clone();
+        let attempt = ListenAttempt {
+            store: self.clone(),
+            done,
+        };
         tokio::spawn(async move {
-            let inner = &store.inner;
+            let inner = &attempt.store.inner;
             let started = tokio::time::timeout(
                 inner.statement_timeout,
                 Listener::start(
                     &connector,
                     &inner.sql.channel,
                     inner.registry.clone(),
-                    store.remover(),
+                    attempt.store.remover(),
                 ),
             )
             .await;
-            let mut slot = inner
-                .listener
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            slot.connecting = None;
             match started {
-                Ok(Ok(l)) => slot.ready = Some(Arc::new(l)),
+                Ok(Ok(l)) => attempt.slot().ready = Some(Arc::new(l)),
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "LISTEN connection unavailable; waiters poll")
+                    tracing::debug!(error = %e, "LISTEN connection unavailable; waiters poll");
                 }
                 Err(_) => tracing::debug!("LISTEN connection timed out; waiters poll"),
             }
-            drop(slot);
-            done.notify_waiters();
+            // `attempt` ends here, or wherever the task is dropped (its runtime going away).
         });
     }
 
@@ -413,13 +464,16 @@ impl PgStore {
     }
 
     /// Counts a waiter on the row, when it is still running; records the registration in this
-    /// process's registry, held by nobody yet. `false` when the row is no longer running.
+    /// process's registry, held by nobody yet. `false` when the row is no longer running, or
+    /// changed while the registration was made (the caller re-reads).
     async fn register(
         &self,
         namespace: String,
         key: String,
         payload: String,
     ) -> Result<bool, StoreError> {
+        let registry = &self.inner.registry;
+        let ticket = registry.begin();
         let sql = &self.inner.sql.add_waiter;
         let rows = self.query("wait", sql, &[&namespace, &key]).await?;
         let Some(token) = rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()) else {
@@ -430,11 +484,29 @@ impl PgStore {
             key,
             token,
         };
-        match self.inner.registry.insert_idle(&payload, removal) {
-            Ok(generation) => self.linger(payload, generation),
-            Err(extra) => self.unregister(extra).await,
+        match registry.insert_idle(&ticket, &payload, removal) {
+            Inserted::Idle {
+                generation,
+                replaced,
+            } => {
+                drop(ticket);
+                self.linger(payload, generation);
+                if let Some(old) = replaced {
+                    self.unregister(old).await;
+                }
+                Ok(true)
+            }
+            Inserted::Duplicate(ours) => {
+                drop(ticket);
+                self.unregister(ours).await;
+                Ok(true)
+            }
+            Inserted::Refused(ours) => {
+                drop(ticket);
+                self.unregister(ours).await;
+                Ok(false)
+            }
         }
-        Ok(true)
     }
 
     /// Removes an unheld registration after [`listen::LINGER`], unless a waiter joined it since.
@@ -464,6 +536,17 @@ impl PgStore {
     }
 }
 
+/// The heartbeat's answer: rows come back by input position (1-based `ord`), so no key is
+/// copied or hashed.
+fn renewed(rows: &[Row], n: usize) -> Result<Vec<Option<SystemTime>>, StoreError> {
+    let mut renewed: Vec<Option<SystemTime>> = vec![None; n];
+    for r in rows {
+        let i = row::position(r, 0, n)?;
+        renewed[i] = Some(row::get(r, 1)?);
+    }
+    Ok(renewed)
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn claim(&self, r: &ClaimRequest) -> Result<ClaimResponse, StoreError> {
@@ -488,8 +571,10 @@ impl Store for PgStore {
             // Empty snapshot, then a concurrent insert won the conflict check.
             return Ok(ClaimResponse::Raced);
         };
-        let acquired: bool = row::get(row, 1)?;
-        let record = row::record(row, 2)?;
+        // The statement ran: a row that does not decode may be a committed claim.
+        let undecodable = |e: StoreError| StoreError::ambiguous(format!("claim: {e}"));
+        let acquired: bool = row::get(row, 1).map_err(undecodable)?;
+        let record = row::record(row, 2).map_err(undecodable)?;
         Ok(if acquired {
             ClaimResponse::Acquired(record)
         } else {
@@ -569,7 +654,28 @@ impl Store for PgStore {
             .map(|r| columns::token(r.token))
             .collect::<Result<Vec<i64>, _>>()?;
         let ttls: Vec<i64> = renewals.iter().map(|r| millis(r.ttl)).collect();
-        let mut guard = self.reserved().await?;
+        let params: [&(dyn ToSql + Sync); 4] = [&namespaces, &keys, &tokens, &ttls];
+        // Setting up the reserved connection is bounded like any connection: a server that
+        // accepts and never finishes the start-up must not hold every renewal. Meanwhile this
+        // tick runs on the pool.
+        let set_up = tokio::time::timeout(self.connect_bound(), self.reserved()).await;
+        let mut guard = match set_up {
+            Ok(Ok(guard)) => guard,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "heartbeat connection unavailable; renewing through the pool");
+                let rows = self
+                    .query("heartbeat", &self.inner.sql.heartbeat, &params)
+                    .await?;
+                return renewed(&rows, renewals.len());
+            }
+            Err(_) => {
+                tracing::warn!("heartbeat connection timed out; renewing through the pool");
+                let rows = self
+                    .query("heartbeat", &self.inner.sql.heartbeat, &params)
+                    .await?;
+                return renewed(&rows, renewals.len());
+            }
+        };
         // The connection leaves the slot while its statement runs: if this future is dropped
         // (the engine gives up at its local deadline) the connection is closed and the statement
         // cancelled, instead of later ticks queueing behind it.
@@ -580,7 +686,6 @@ impl Store for PgStore {
             cancel: Some((reserved.client.cancel_token(), self.tls())),
             reserved: Some(reserved),
         };
-        let params: [&(dyn ToSql + Sync); 4] = [&namespaces, &keys, &tokens, &ttls];
         let outcome = {
             let r = busy.reserved.as_ref().map(|r| (&r.client, &r.statement));
             let Some((client, statement)) = r else {
@@ -612,13 +717,7 @@ impl Store for PgStore {
             }
             Err(_) => return Err(error::timeout("heartbeat")),
         };
-        // Rows come back by input position (1-based `ord`), so no key is copied or hashed.
-        let mut renewed: Vec<Option<SystemTime>> = vec![None; renewals.len()];
-        for r in &rows {
-            let i = row::position(r, 0, renewed.len())?;
-            renewed[i] = Some(row::get(r, 1)?);
-        }
-        Ok(renewed)
+        renewed(&rows, renewals.len())
     }
 
     async fn complete(&self, c: &Completion) -> Result<Write, StoreError> {

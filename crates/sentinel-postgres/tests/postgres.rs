@@ -1047,3 +1047,35 @@ async fn a_role_without_create_runs_everything_but_init() {
         ))
         .await;
 }
+
+/// The heartbeat's own connection goes to a server that accepts and never finishes the start-up
+/// (a saturated pooler): renewals go through the working pool meanwhile, so a call longer than
+/// its ttl keeps its lease and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_heartbeat_renews_through_the_pool_when_its_own_connection_stalls() {
+    let store = store_with(4).await;
+    let (silent, _server) = silent_server().await;
+    let stalled: tokio_postgres::Config =
+        format!("postgres://postgres@{silent}/test?connect_timeout=1")
+            .parse()
+            .unwrap();
+    let renewing = PgStore::builder()
+        .pool(store.pool().clone())
+        .config(stalled)
+        .schema(store.schema())
+        .build()
+        .await
+        .unwrap();
+    let s = Sentinel::builder(renewing).build().unwrap();
+    let out: Out = s
+        .once("long")
+        .ttl(Duration::from_secs(3))
+        .run(|ctx| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert!(!ctx.is_lease_lost(), "the lease was lost");
+            Ok(1)
+        })
+        .await
+        .unwrap();
+    sentinel_testkit::assert_fresh!(out);
+}
