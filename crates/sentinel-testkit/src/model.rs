@@ -80,12 +80,21 @@ pub enum Op {
         /// A 1 ms hard ceiling.
         short_ceiling: bool,
     },
+    /// Several owners claim one key at the same moment: at most one may acquire it.
+    ClaimRace {
+        /// Index into the keys.
+        key: usize,
+        /// How many owners (2 or 3).
+        owners: usize,
+    },
     /// Renews the lease of a handle (an earlier acquisition), short or long.
     Heartbeat {
         /// Index of the handle, modulo their number.
         handle: usize,
         /// Renew for 1 ms.
         short_ttl: bool,
+        /// Ask for a lease far beyond the hard ceiling: the store must clamp it.
+        beyond_ceiling: bool,
     },
     /// Ends a handle's execution.
     End {
@@ -136,8 +145,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..3usize, key.clone(), any::<bool>(), prop::bool::weighted(0.15))
             .prop_map(|(owner, key, short_ttl, short_ceiling)| Op::Claim { owner, key, short_ttl, short_ceiling }),
-        2 => (any::<usize>(), prop::bool::weighted(0.3))
-            .prop_map(|(handle, short_ttl)| Op::Heartbeat { handle, short_ttl }),
+        1 => (key.clone(), 2..=3usize).prop_map(|(key, owners)| Op::ClaimRace { key, owners }),
+        2 => (any::<usize>(), prop::bool::weighted(0.3), prop::bool::weighted(0.3))
+            .prop_map(|(handle, short_ttl, beyond_ceiling)| Op::Heartbeat { handle, short_ttl, beyond_ceiling }),
         4 => (any::<usize>(), ending).prop_map(|(handle, ending)| Op::End { handle, ending }),
         2 => (key.clone(), prop::bool::weighted(0.3)).prop_map(|(key, force)| Op::Reconcile { key, force }),
         2 => (key.clone(), any::<bool>(), any::<bool>(), check)
@@ -161,6 +171,8 @@ struct Row {
     lease_alive: bool,
     /// The hard ceiling is 1 ms: it has passed.
     ceiling: bool,
+    /// The attempt id of the owner that claimed it.
+    attempt: String,
     reason: Option<UncertainReason>,
     result: Option<StoredResult>,
 }
@@ -194,8 +206,8 @@ struct Model {
     events: HashMap<&'static str, Vec<EventKind>>,
     /// Tokens handed out so far (model indices); the store's must be strictly increasing.
     issued: usize,
-    /// Every key's operator tokens, oldest first, for stale checks.
-    operator_tokens: HashMap<&'static str, Vec<usize>>,
+    /// Every key's tokens (claims and reconciles), oldest first, for stale checks.
+    key_tokens: HashMap<&'static str, Vec<usize>>,
 }
 
 impl Model {
@@ -220,6 +232,8 @@ enum Answer {
     Refused,
     NotFound,
     Pruned(u64),
+    /// How many claims of a race acquired, and the states the others saw.
+    Race(usize, Vec<State>),
     Skipped,
 }
 
@@ -284,6 +298,7 @@ impl Run {
                 };
                 let hard = if short_ceiling { SHORT } else { LONG * 2 };
                 let request = ClaimRequest::new(NS, key, owner(o), ttl, hard, None);
+                let attempt = request.owner.attempt.clone();
                 let expected = match self.model.rows.get(key) {
                     Some(row) => Answer::Existing(row.derived()),
                     None => {
@@ -295,11 +310,13 @@ impl Run {
                                 token,
                                 lease_alive: !(short_ttl || short_ceiling),
                                 ceiling: short_ceiling,
+                                attempt,
                                 reason: None,
                                 result: None,
                             },
                         );
                         self.model.log(key, EventKind::Acquired);
+                        self.model.key_tokens.entry(key).or_default().push(token);
                         self.handles.push((key, token));
                         Answer::Acquired
                     }
@@ -320,7 +337,12 @@ impl Run {
                 }
                 Ok((expected, actual))
             }
-            Op::Heartbeat { handle, short_ttl } => {
+            Op::ClaimRace { key, owners } => self.race(KEYS[key], owners).await,
+            Op::Heartbeat {
+                handle,
+                short_ttl,
+                beyond_ceiling,
+            } => {
                 let Some(&(key, token)) = self.handle(handle) else {
                     return Ok((Answer::Skipped, Answer::Skipped));
                 };
@@ -332,7 +354,11 @@ impl Run {
                     }
                     _ => Answer::Renewed(false),
                 };
-                let ttl = if short_ttl { SHORT } else { LONG };
+                let ttl = match (short_ttl, beyond_ceiling) {
+                    (true, _) => SHORT,
+                    (false, true) => LONG * 20,
+                    (false, false) => LONG,
+                };
                 let renewal = Renewal::new(NS, key, self.tokens[token], ttl);
                 let renewed = store.heartbeat(&[renewal]).await.map_err(e)?;
                 let actual = Answer::Renewed(renewed.first().is_some_and(Option::is_some));
@@ -365,11 +391,7 @@ impl Run {
                         row.token = token;
                         row.lease_alive = false;
                         row.reason = None;
-                        self.model
-                            .operator_tokens
-                            .entry(key)
-                            .or_default()
-                            .push(token);
+                        self.model.key_tokens.entry(key).or_default().push(token);
                         self.model.log(key, EventKind::Reconciling);
                         Answer::Applied
                     }
@@ -398,11 +420,12 @@ impl Run {
                 let presented = match check {
                     Check::None => None,
                     Check::Current => self.model.rows.get(key).map(|r| r.token),
-                    Check::Stale => self
-                        .model
-                        .rows
-                        .get(key)
-                        .and_then(|r| r.token.checked_sub(1)),
+                    // The key's own previous token, else any other token handed out.
+                    Check::Stale => self.model.rows.get(key).and_then(|r| {
+                        let own = self.model.key_tokens.get(key);
+                        own.and_then(|t| t.iter().rev().find(|&&t| t != r.token).copied())
+                            .or_else(|| (0..self.model.issued).find(|&t| t != r.token))
+                    }),
                 };
                 let result =
                     with_result.then(|| StoredResult::new(ResultKind::Value, "\"resolved\""));
@@ -484,6 +507,66 @@ impl Run {
                 Ok((Answer::Pruned(pruned), Answer::Pruned(actual)))
             }
         }
+    }
+
+    /// `owners` claim `key` concurrently: with no record, exactly one acquires it and the others
+    /// see it running; with one, every claim sees it as the model does.
+    async fn race(&mut self, key: &'static str, owners: usize) -> Result<(Answer, Answer), String> {
+        let tasks: Vec<_> = (0..owners)
+            .map(|o| {
+                let store = self.store.clone();
+                let request = ClaimRequest::new(NS, key, owner(o), LONG, LONG * 2, None);
+                tokio::spawn(async move {
+                    loop {
+                        match store.claim(&request).await {
+                            Ok(ClaimResponse::Raced) => {}
+                            other => return other,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut acquired = Vec::new();
+        let mut seen = Vec::new();
+        for task in tasks {
+            match task.await.map_err(|e| format!("claim task: {e}"))? {
+                Ok(ClaimResponse::Acquired(r)) => acquired.push(r),
+                Ok(ClaimResponse::Existing(r)) => seen.push(r.state),
+                Ok(other) => return Err(format!("unexpected claim answer {other:?}")),
+                Err(e) => return Err(format!("store error: {e}")),
+            }
+        }
+        let expected = match self.model.rows.get(key) {
+            Some(row) => Answer::Race(0, vec![row.derived(); owners]),
+            None => {
+                let token = self.model.issue();
+                let attempt = acquired
+                    .first()
+                    .and_then(|r| r.owner.as_ref())
+                    .map(|o| o.attempt.clone())
+                    .unwrap_or_default();
+                self.model.rows.insert(
+                    key,
+                    Row {
+                        state: State::Running,
+                        token,
+                        lease_alive: true,
+                        ceiling: false,
+                        attempt,
+                        reason: None,
+                        result: None,
+                    },
+                );
+                self.model.log(key, EventKind::Acquired);
+                self.model.key_tokens.entry(key).or_default().push(token);
+                self.handles.push((key, token));
+                Answer::Race(1, vec![State::Running; owners - 1])
+            }
+        };
+        for r in &acquired {
+            self.learn(r)?;
+        }
+        Ok((expected, Answer::Race(acquired.len(), seen)))
     }
 
     fn handle(&self, n: usize) -> Option<&(&'static str, usize)> {
@@ -655,6 +738,22 @@ impl Run {
                             "{key}: result {:?}, the model says {:?}",
                             r.result, row.result
                         ));
+                    }
+                    if row.state == State::Running
+                        && r.owner.as_ref().map(|o| o.attempt.as_str())
+                            != Some(row.attempt.as_str())
+                    {
+                        return Err(format!(
+                            "{key}: owner {:?}, the model says attempt {}",
+                            r.owner, row.attempt
+                        ));
+                    }
+                    if let (Some(lease), Some(hard)) = (r.lease_expires_at, r.hard_expires_at) {
+                        if row.state == State::Running && lease > hard {
+                            return Err(format!(
+                                "{key}: lease {lease:?} beyond the ceiling {hard:?}"
+                            ));
+                        }
                     }
                     if r.reason != row.derived_reason() {
                         return Err(format!(
