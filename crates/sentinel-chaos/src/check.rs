@@ -1,7 +1,7 @@
 //! The verdict: the records as the store holds them after the run, the ledger the functions
 //! wrote and every worker's report, held against the invariants (see the crate docs).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -79,7 +79,7 @@ pub(crate) struct Findings {
     /// Keys still running (or reconciling) at the end.
     pub(crate) unsettled_keys: u64,
     /// Uncertain keys by what explains them (`owner_killed`, `owner_killed_before_f`,
-    /// `not_recorded`, `owner_store_error`, `seen_uncertain`, `unexplained`).
+    /// `not_recorded`, `owner_store_error`, `unexplained`).
     pub(crate) uncertain_by_cause: BTreeMap<String, u64>,
     /// Uncertain keys by the reason the store gives.
     pub(crate) uncertain_by_reason: BTreeMap<String, u64>,
@@ -358,24 +358,23 @@ fn check_key(
 
 /// What explains an uncertain key, the strongest explanation first.
 fn uncertain_cause(r: &KeyRecord, e: &KeyEvidence<'_>, killed: &HashSet<u32>) -> &'static str {
-    let start_pids: BTreeSet<u32> = e.starts.iter().map(|l| l.pid).collect();
-    let killed_started = start_pids.iter().any(|p| killed.contains(p));
+    // The execution that owns the record: its own start line, under the record's token.
+    let killed_started = e
+        .starts
+        .iter()
+        .any(|l| l.token == r.token && killed.contains(&l.pid));
     let owner_killed = r.owner_pid.is_some_and(|p| killed.contains(&p));
     if killed_started {
         return "owner_killed";
     }
-    if owner_killed {
+    if owner_killed && !e.starts.iter().any(|l| l.token == r.token) {
         // Killed between the claim and the function's first line.
         return "owner_killed_before_f";
     }
-    let reported = |kind: CallKind| e.reports.iter().any(|(_, rep)| rep.kind == kind);
     if e.reports
         .iter()
         .any(|(_, rep)| rep.kind == CallKind::NotRecorded && rep.token == Some(r.token))
     {
-        return "not_recorded";
-    }
-    if reported(CallKind::NotRecorded) {
         return "not_recorded";
     }
     // The owner was told its call failed with a store error: a claim that committed while its
@@ -390,9 +389,6 @@ fn uncertain_cause(r: &KeyRecord, e: &KeyEvidence<'_>, killed: &HashSet<u32>) ->
     });
     if owner_store_error {
         return "owner_store_error";
-    }
-    if reported(CallKind::Uncertain) {
-        return "seen_uncertain";
     }
     "unexplained"
 }

@@ -53,14 +53,14 @@
 //!   with an effect produced, under the record's own token.
 //! - **Every key ends completed, uncertain, or absent and never entered**: absent only without a
 //!   `start` line (so a key with an `effect` is never absent); none left running or reconciling.
-//! - **Uncertain keys are explained**, and counted by cause: the function was entered by a
-//!   process the harness SIGKILLed (`owner_killed`), or the record's owner was killed between its
-//!   claim and the function (`owner_killed_before_f`), or a worker was told the outcome was not
+//! - **Uncertain keys are explained** by evidence about the execution that owns the record (its
+//!   token), counted by cause: its function was entered by a process the harness SIGKILLed
+//!   (`owner_killed`), or its owner was killed between the claim and the function
+//!   (`owner_killed_before_f`), or the caller holding that token was told the outcome was not
 //!   recorded (`not_recorded`), or the owner's call failed with a store error — a claim that
-//!   committed while its reply was lost and could not be settled (`owner_store_error`), or, the
-//!   weakest, some worker was told the key is uncertain (`seen_uncertain`). Cuts and restarts
-//!   may leave keys uncertain on purpose; that is the design, never a re-run. An uncertain key
-//!   with none of these is a violation.
+//!   committed while its reply was lost and could not be settled (`owner_store_error`). Cuts and
+//!   restarts may leave keys uncertain on purpose; that is the design, never a re-run. An
+//!   uncertain key with none of these is a violation.
 //! - Any other outcome (`Failed`, a completion without result), a worker that exits on its own
 //!   with an error, or a torn ledger line is a violation too.
 //!
