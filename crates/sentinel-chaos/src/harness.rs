@@ -440,6 +440,9 @@ impl<'a> Chaos<'a> {
         if let Some(schema) = &self.store.pg_schema {
             cmd.arg("--pg-schema").arg(schema);
         }
+        if args.coalescing {
+            cmd.arg("--coalescing");
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("sharing a worker log")?)

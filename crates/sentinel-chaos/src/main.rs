@@ -8,7 +8,7 @@
 //! sentinel-chaos --store sqlite|postgres [--workers 8] [--calls 100000] [--keys 300]
 //!                [--seconds N] [--kill-every-ms 300] [--cut-every-ms 200]
 //!                [--restart-postgres] [--ttl-ms 1000] [--max-sleep-ms 20]
-//!                [--seed N] [--keep] [--json]
+//!                [--coalescing] [--seed N] [--keep] [--json]
 //! ```
 //!
 //! ## The run
@@ -146,6 +146,9 @@ pub(crate) struct RunArgs {
     /// Longest the function sleeps between its start and its effect, in ms.
     #[arg(long, default_value_t = 20)]
     pub(crate) max_sleep_ms: u64,
+    /// Workers batch their claims and completions through `Coalescing`.
+    #[arg(long)]
+    pub(crate) coalescing: bool,
     /// Seed of every random choice (default: from the clock; printed in the summary).
     #[arg(long)]
     pub(crate) seed: Option<u64>,

@@ -51,6 +51,9 @@ pub(crate) struct WorkerArgs {
     /// Longest the function sleeps between its start and its effect, in milliseconds.
     #[arg(long)]
     pub(crate) max_sleep_ms: u64,
+    /// Batch claims and completions through `Coalescing`, with several calls in flight.
+    #[arg(long)]
+    pub(crate) coalescing: bool,
 }
 
 /// Runs one worker to the end of its quota.
@@ -67,44 +70,83 @@ async fn work(args: &WorkerArgs) -> Result<()> {
     let sentinel = open(args, ttl).await?;
     let ledger = open_append(&args.ledger).context("opening the ledger")?;
     let report = open_append(&args.report).context("opening the report")?;
-    let pid = std::process::id();
-    let mut rng = Rng::new(args.seed);
-    let mut done = 0;
-    while done < args.calls && !args.stop_file.exists() {
-        let key = format!("k{}", rng.below(args.keys));
-        let sleep = Duration::from_millis(rng.below(args.max_sleep_ms + 1));
-        let started = Instant::now();
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let (result, timing) = call(&sentinel, &key, ttl, sleep, &ledger, pid).await;
-        let returned = Instant::now();
-        let mut entry = describe(&key, result);
-        entry.at_ms = Some(at_ms);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        match timing {
-            Some((entered, left)) => {
-                entry.claim_ms = Some(ms(entered - started));
-                entry.finish_ms = Some(ms(returned - left));
+    // Through `Coalescing`, several calls are in flight at once so that batches form.
+    let lanes: u64 = if args.coalescing { 4 } else { 1 };
+    let claimed = std::cell::Cell::new(0u64);
+    let lane = |n: u64| {
+        let (sentinel, ledger, report, claimed) = (&sentinel, &ledger, &report, &claimed);
+        async move {
+            let mut rng = Rng::new(args.seed.wrapping_add(n));
+            while claimed.get() < args.calls && !args.stop_file.exists() {
+                claimed.set(claimed.get() + 1);
+                one_call(args, sentinel, ttl, &mut rng, ledger, report).await?;
             }
-            None => entry.claim_ms = Some(ms(returned - started)),
+            Ok::<(), anyhow::Error>(())
         }
-        if matches!(
-            entry.kind,
-            CallKind::Error | CallKind::Other | CallKind::Failed
-        ) {
-            eprintln!(
-                "worker {pid}: {key}: {} {}",
-                entry.kind.as_str(),
-                entry.detail.as_deref().unwrap_or("")
-            );
+    };
+    let mut lanes: Vec<_> = (0..lanes).map(|n| Box::pin(lane(n))).collect();
+    // Poll every lane until all are done, on this one thread.
+    let mut first_error = None;
+    while !lanes.is_empty() {
+        let (result, i) = std::future::poll_fn(|cx| {
+            for (i, l) in lanes.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(r) = l.as_mut().poll(cx) {
+                    return std::task::Poll::Ready((r, i));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        drop(lanes.swap_remove(i));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
         }
-        let mut line = serde_json::to_string(&entry).context("encoding a report line")?;
-        line.push('\n');
-        append_line(&report, &line).context("writing the report")?;
-        done += 1;
     }
     sentinel.shutdown().await;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One call and its report line.
+async fn one_call(
+    args: &WorkerArgs,
+    sentinel: &Sentinel,
+    ttl: Duration,
+    rng: &mut Rng,
+    ledger: &File,
+    report: &File,
+) -> Result<()> {
+    let pid = std::process::id();
+    let key = format!("k{}", rng.below(args.keys));
+    let sleep = Duration::from_millis(rng.below(args.max_sleep_ms + 1));
+    let started = Instant::now();
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let (result, timing) = call(sentinel, &key, ttl, sleep, ledger, pid).await;
+    let returned = Instant::now();
+    let mut entry = describe(&key, result);
+    entry.at_ms = Some(at_ms);
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    match timing {
+        Some((entered, left)) => {
+            entry.claim_ms = Some(ms(entered - started));
+            entry.finish_ms = Some(ms(returned - left));
+        }
+        None => entry.claim_ms = Some(ms(returned - started)),
+    }
+    if matches!(
+        entry.kind,
+        CallKind::Error | CallKind::Other | CallKind::Failed
+    ) {
+        eprintln!(
+            "worker {pid}: {key}: {} {}",
+            entry.kind.as_str(),
+            entry.detail.as_deref().unwrap_or("")
+        );
+    }
+    let mut line = serde_json::to_string(&entry).context("encoding a report line")?;
+    line.push('\n');
+    append_line(report, &line).context("writing the report")?;
     Ok(())
 }
 
@@ -124,6 +166,11 @@ async fn open(args: &WorkerArgs, ttl: Duration) -> Result<Sentinel> {
             }
             Err(e) => return Err(e).context("opening the store"),
         }
+    };
+    let store = if args.coalescing {
+        std::sync::Arc::new(sentinel::Coalescing::new(store, 64))
+    } else {
+        store
     };
     Sentinel::builder(store)
         .ttl(ttl)
