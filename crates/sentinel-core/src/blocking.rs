@@ -379,7 +379,9 @@ where
             .unwrap_or(crate::Disposition::Uncertain)
     }
 
-    fn abandon(self, reason: crate::UncertainReason) {
+    /// Leaves the key uncertain for `reason` now, waiting for the mark; see
+    /// [`crate::Execution::abandon`].
+    pub fn abandon(self, reason: crate::UncertainReason) {
         let execution = self.0;
         let sentinel = execution.sentinel().clone();
         let _ = call(&sentinel, async move {

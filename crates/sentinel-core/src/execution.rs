@@ -210,8 +210,11 @@ impl<T, E> Execution<T, E> {
         disposition
     }
 
-    /// Leaves the key uncertain for `reason` (the function panicked).
-    pub(crate) async fn abandon(mut self, reason: UncertainReason) {
+    /// Leaves the key uncertain for `reason` now — `Panicked`, `Cancelled` for work interrupted
+    /// part-way (a binding's interrupt), `NotRecorded` for a result that cannot be stored — and
+    /// returns once the mark is written (or could not be), where dropping the handle marks it
+    /// in the background.
+    pub async fn abandon(mut self, reason: UncertainReason) {
         self.deregister();
         let span = self.span.clone();
         self.mark_uncertain(reason).instrument(span).await;

@@ -1,0 +1,76 @@
+"""The engines this process created, shared by URL, and how a psycopg connection names one."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
+from urllib.parse import quote
+
+from . import _native
+
+_lock = threading.Lock()
+_engines: Dict[Tuple[str, Optional[str]], _native.Engine] = {}
+_pid = os.getpid()
+
+
+def engine(url: str, schema: Optional[str] = None) -> _native.Engine:
+    """The process's engine for ``url`` (and PostgreSQL ``schema``), created on first use.
+
+    After ``fork()`` the parent's engines (their threads did not survive it) are forgotten and
+    rebuilt in the child.
+    """
+    global _pid
+    with _lock:
+        if os.getpid() != _pid:
+            _engines.clear()
+            _pid = os.getpid()
+        found = _engines.get((url, schema))
+        if found is None:
+            found = _native.Engine(url, pg_schema=schema)
+            _engines[(url, schema)] = found
+        return found
+
+
+def shutdown_all() -> None:
+    """Shuts down and forgets every engine this process created."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for e in engines:
+        e.shutdown()
+
+
+def url_from_connection(conn: Any) -> str:
+    """A ``postgres://`` URL for the server a psycopg 3 connection is connected to.
+
+    ``conn.info.dsn`` leaves the password out; ``conn.info.password`` has it.
+    """
+    info = conn.info
+    user = quote(info.user or "", safe="")
+    password = getattr(info, "password", None)
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    host = info.host or "localhost"
+    if host.startswith("/"):
+        # A Unix socket directory: libpq-style query parameter.
+        return f"postgres://{auth}localhost:{info.port}/{quote(info.dbname, safe='')}?host={quote(host, safe='')}"
+    return f"postgres://{auth}{host}:{info.port}/{quote(info.dbname, safe='')}"
+
+
+def resolve_url(
+    get_conn: Optional[Callable[[], Any]], url: Optional[str], owns_connection: bool = True
+) -> str:
+    """The URL a Sentinel works on: ``url=``, else derived once from ``get_conn()``."""
+    if url is not None:
+        return url
+    if get_conn is None:
+        raise ValueError("No database connection provider found: pass get_conn= or url=.")
+    conn = get_conn()
+    try:
+        return url_from_connection(conn)
+    finally:
+        if owns_connection:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass

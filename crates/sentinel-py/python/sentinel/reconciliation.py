@@ -1,0 +1,65 @@
+"""``Reconcile``: the original's operator actions on uncertain keys."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from typing import Any, Optional
+
+from . import _native
+from .result import OperationResult
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        user = "python"
+    return f"{user}@{socket.gethostname()}"
+
+
+class Reconcile:
+    """Operator actions on one namespace's keys, as the original offered them."""
+
+    def __init__(self, engine: "_native.Engine", namespace: str = "default") -> None:
+        self._engine = engine
+        self.namespace = namespace
+        self.last_token: Optional[int] = None
+
+    def reconcile(self, key: str, reason: Optional[str] = None, force: bool = False) -> OperationResult:
+        """Takes an uncertain key into reconciliation (this operator now holds it)."""
+        try:
+            self.last_token = self._engine.reconcile(
+                self.namespace, key, _actor(), reason=reason, force=force
+            )
+        except (_native.Refused, _native.NotFound):
+            return OperationResult(False)
+        return OperationResult(True, "reconciling")
+
+    def force_complete(self, key: str, execution_result: Any = None, reason: Optional[str] = None) -> OperationResult:
+        """It did happen: the key is completed with ``execution_result`` (a JSON string, as the
+        original took, or any JSON-serialisable object) and replays it from now on."""
+        if execution_result is None:
+            text = None
+        elif isinstance(execution_result, str):
+            try:
+                json.loads(execution_result)
+                text = execution_result
+            except ValueError:
+                text = json.dumps(execution_result)
+        else:
+            text = json.dumps(execution_result, allow_nan=False)
+        try:
+            self._engine.resolve(self.namespace, key, _actor(), True, result=text, reason=reason)
+        except (_native.Refused, _native.NotFound):
+            return OperationResult(False)
+        return OperationResult(True, "completed")
+
+    def reset(self, key: str, reason: Optional[str] = None) -> OperationResult:
+        """It did not happen: the record goes, and the next caller runs the work."""
+        try:
+            self._engine.resolve(self.namespace, key, _actor(), False, reason=reason)
+        except (_native.Refused, _native.NotFound):
+            return OperationResult(False)
+        return OperationResult(True, "reset")

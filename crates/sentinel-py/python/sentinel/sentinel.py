@@ -1,0 +1,171 @@
+"""``Sentinel``: run a function at most once per key, across processes, and replay its result."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Dict, Optional, Union
+
+from . import _engine, _native
+from .errors import NotRecorded, RecordedFailure
+from .execution import CurrentExecution, _current
+from .reconciliation import Reconcile
+from .result import OnceResult
+
+logger = logging.getLogger("sentinel")
+
+
+class Sentinel:
+    """The original Sentinel's entry point, on the Rust engine.
+
+    ``get_conn`` is a callable returning a psycopg 3 connection (the URL is derived from it
+    once, and the connection closed when ``owns_connection``); or pass ``url=`` — ``postgres://``,
+    ``sqlite://path`` or ``memory:``. ``schema=`` names the PostgreSQL schema (default
+    ``sentinel``).
+    """
+
+    def __init__(
+        self,
+        get_conn: Optional[Callable[[], Any]] = None,
+        default_ttl_ms: int = 3000,
+        namespace: Optional[str] = None,
+        owns_connection: bool = True,
+        *,
+        url: Optional[str] = None,
+        schema: Optional[str] = None,
+    ) -> None:
+        self.default_ttl_ms = default_ttl_ms
+        self.namespace = namespace or "default"
+        self.owns_connection = owns_connection
+        self.get_conn = get_conn
+        self.url = _engine.resolve_url(get_conn, url, owns_connection)
+        self.schema = schema
+        self.reconcile = Reconcile(self._engine(), self.namespace)
+
+    def _engine(self) -> "_native.Engine":
+        return _engine.engine(self.url, self.schema)
+
+    def once(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        ttl_ms: Optional[int] = None,
+        hard_ttl_ms: Optional[int] = None,
+        kwargs: Optional[Dict[str, Any]] = None,
+        *,
+        on_failure: str = "uncertain",
+        fingerprint: Union[bytes, str, None] = None,
+        wait: Optional[float] = None,
+        retain_for: Optional[float] = None,
+    ) -> OnceResult:
+        """Calls ``fn(**kwargs)`` at most once for ``key`` and returns what happened.
+
+        A replay returns the stored result (``cached=True``); another worker's live execution
+        gives ``execution_alive=True``; a key whose owner died or whose function failed gives
+        ``uncertain=True`` and a ``reconcile`` helper. An exception raised by ``fn`` under the
+        default policy is in ``exception``; under ``on_failure="release"`` or ``"record"`` it is
+        raised again after the key was settled.
+        """
+        engine = self._engine()
+        if isinstance(fingerprint, str):
+            fingerprint = fingerprint.encode()
+        begun = engine.begin(
+            key,
+            namespace=self.namespace,
+            ttl_ms=ttl_ms if ttl_ms is not None else self.default_ttl_ms,
+            hard_ttl_ms=hard_ttl_ms,
+            on_failure=on_failure,
+            fingerprint=fingerprint,
+            wait_s=wait,
+            retain_s=retain_for,
+        )
+        if isinstance(begun, dict):
+            return self._settled(begun)
+        return self._run(begun, fn, kwargs or {})
+
+    def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
+        marker = _current.set(
+            CurrentExecution(execution.key, execution.namespace, execution.fencing_token, execution)
+        )
+        try:
+            try:
+                value = fn(**kwargs)
+            finally:
+                _current.reset(marker)
+        except (KeyboardInterrupt, SystemExit):
+            # Interrupted mid-function: nobody knows how far it got.
+            execution.abandon()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
+            error = json.dumps({"type": type(exc).__qualname__, "message": str(exc)})
+            outcome = execution.fail(error)
+            if outcome.get("disposition") == "uncertain":
+                logger.warning(
+                    "%s/%s: the function raised after it started; the key is uncertain "
+                    "until an operator reconciles it",
+                    execution.namespace,
+                    execution.key,
+                )
+                return OnceResult(
+                    success=False,
+                    status="executing",
+                    uncertain=True,
+                    execution_alive=False,
+                    exception=exc,
+                    reconcile=self.reconcile,
+                    fencing_token=outcome["token"],
+                    reason="failed",
+                )
+            raise
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            execution.abandon("not_recorded")
+            logger.warning("%s: the result could not be stored (%s); the key is uncertain", execution.key, exc)
+            raise NotRecorded(
+                f"the function ran (fencing token {execution.fencing_token}) but its result is "
+                f"not JSON ({exc}); the key is left uncertain",
+                value,
+                execution.fencing_token,
+            ) from exc
+        try:
+            outcome = execution.complete(text)
+        except _native.NotRecorded as exc:
+            logger.warning("%s: the outcome could not be recorded: %s", execution.key, exc)
+            raise NotRecorded(str(exc), value, execution.fencing_token) from exc
+        return OnceResult(
+            success=True,
+            status="completed",
+            response=json.loads(text),
+            cached=False,
+            fencing_token=outcome["token"],
+        )
+
+    def _settled(self, outcome: Dict[str, Any]) -> OnceResult:
+        kind = outcome["kind"]
+        token = outcome.get("token")
+        if kind == "completed":
+            return OnceResult(
+                success=True,
+                status="completed",
+                response=json.loads(outcome["value"]),
+                cached=True,
+                fencing_token=token,
+            )
+        if kind == "completed_without_result":
+            return OnceResult(success=True, status="completed", response=None, cached=True, fencing_token=token)
+        if kind == "running":
+            return OnceResult(status="executing", execution_alive=True, fencing_token=token)
+        if kind == "uncertain":
+            reason = outcome.get("reason")
+            return OnceResult(
+                status="reconciling" if reason == "reconciling" else "executing",
+                uncertain=True,
+                execution_alive=False,
+                reconcile=self.reconcile,
+                fencing_token=token,
+                reason=reason,
+            )
+        if kind == "failed":
+            raise RecordedFailure(json.loads(outcome["error"]))
+        raise _native.SentinelError(f"an outcome this version does not know: {kind}")

@@ -1,0 +1,178 @@
+"""The original Sentinel's synchronous API on the Rust engine, against every store."""
+
+import json
+import threading
+import time
+
+import pytest
+
+import sentinel
+from sentinel import Sentinel
+from sentinel.errors import NotRecorded
+
+
+def make(store, **kwargs):
+    url, schema = store
+    # memory: is one store per engine; every Sentinel of a test shares the process's engine.
+    return Sentinel(url=url, schema=schema, **kwargs)
+
+
+def test_runs_once_and_replays_the_stored_json(store):
+    s = make(store)
+    calls = []
+
+    def charge(order_id):
+        calls.append(order_id)
+        return {"order": order_id, "pair": (1, 2)}
+
+    first = s.once("charge-1", charge, kwargs={"order_id": 1})
+    again = s.once(key="charge-1", fn=charge, kwargs={"order_id": 1})
+    assert calls == [1]
+    assert first.success and not first.cached and first.execution_alive is None
+    assert again.success and again.cached
+    # The first caller sees the stored JSON too, not the Python object.
+    assert first.response == again.response == {"order": 1, "pair": [1, 2]}
+
+
+def test_none_is_a_stored_value(store):
+    s = make(store)
+    assert s.once("nothing", lambda: None).response is None
+    replay = s.once("nothing", lambda: pytest.fail("ran twice"))
+    assert replay.success and replay.cached and replay.response is None
+
+
+def test_an_exception_leaves_the_key_uncertain_and_reaches_the_caller(store):
+    s = make(store)
+    raised = ValueError("card declined")
+    runs = []
+
+    def charge():
+        runs.append(1)
+        raise raised
+
+    r = s.once("charge-2", charge)
+    assert r.exception is raised
+    assert r.uncertain and not r.success and r.execution_alive is False
+    assert r.reconcile is not None
+    later = s.once("charge-2", charge)
+    assert later.uncertain and later.exception is None and len(runs) == 1
+
+
+def test_exactly_one_of_success_alive_uncertain(store):
+    s = make(store)
+    holding = threading.Event()
+    release = threading.Event()
+    results = {}
+
+    def slow():
+        holding.set()
+        release.wait(10)
+        return "done"
+
+    worker = threading.Thread(target=lambda: results.setdefault("owner", s.once("k", slow)))
+    worker.start()
+    assert holding.wait(10)
+    alive = s.once("k", lambda: pytest.fail("ran while another worker held the key"))
+    release.set()
+    worker.join(10)
+    failed = s.once("f", lambda: 1 / 0)
+    for r in (results["owner"], alive, failed, s.once("k", slow)):
+        assert [bool(r.success), bool(r.execution_alive), bool(r.uncertain)].count(True) == 1, r
+    assert alive.execution_alive is True and alive.response is None
+
+
+def test_the_operator_completes_or_resets_an_uncertain_key(store):
+    s = make(store)
+    s.once("a", lambda: 1 / 0)
+    s.once("b", lambda: 1 / 0)
+    assert s.reconcile.reconcile("a").success
+    assert s.reconcile.force_complete("a", '{"refund": 5}').success
+    assert s.once("a", lambda: pytest.fail("resolved keys replay")).response == {"refund": 5}
+    assert s.reconcile.reconcile("b").success
+    assert s.reconcile.reset("b").success
+    assert s.once("b", lambda: "ran again").response == "ran again"
+    # Refused actions say so instead of raising.
+    assert not s.reconcile.reconcile("a").success
+    assert not s.reconcile.reset("missing").success
+
+
+def test_a_result_that_is_not_json_is_not_recorded(store):
+    s = make(store)
+    with pytest.raises(NotRecorded) as caught:
+        s.once("odd", lambda: {1, 2})
+    assert caught.value.value == {1, 2} and caught.value.fencing_token > 0
+    later = s.once("odd", lambda: pytest.fail("ran twice"))
+    assert later.uncertain and later.reason == "not_recorded"
+
+
+def test_keyboard_interrupt_leaves_the_key_uncertain_and_propagates(store):
+    s = make(store)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        s.once("ctrl-c", interrupted)
+    r = s.once("ctrl-c", lambda: pytest.fail("an interrupted key ran again"))
+    assert r.uncertain and r.reason == "cancelled"
+
+
+def test_a_function_holding_the_gil_keeps_its_lease(store):
+    s = make(store)
+
+    def busy():
+        # Pure Python for four ttls: the heartbeat runs on Sentinel's Rust thread.
+        end = time.monotonic() + 1.2
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+        assert not sentinel.current_execution().lease_lost
+        return n > 0
+
+    r = s.once("busy", busy, ttl_ms=300)
+    assert r.success and r.response is True
+
+
+def test_current_execution_names_the_call(store):
+    s = make(store, namespace="billing")
+    seen = {}
+
+    def fn():
+        e = sentinel.current_execution()
+        seen.update(key=e.key, namespace=e.namespace, token=e.fencing_token)
+        return 1
+
+    r = s.once("inv-9", fn)
+    assert seen == {"key": "inv-9", "namespace": "billing", "token": r.fencing_token}
+    assert sentinel.current_execution() is None
+
+
+def test_namespaces_are_part_of_the_key(store):
+    a = make(store, namespace="a")
+    ab = make(store, namespace="a:b")
+    assert a.once("b:c", lambda: "a").response == "a"
+    assert ab.once("c", lambda: "ab").response == "ab"
+
+
+def test_bad_input_is_a_clear_error(store):
+    s = make(store)
+    with pytest.raises(sentinel.errors.InvalidInput, match="key"):
+        s.once("", lambda: 1)
+    with pytest.raises(sentinel.errors.InvalidInput, match="on_failure"):
+        s.once("k", lambda: 1, on_failure="sometimes")
+
+
+def test_get_conn_gives_the_url_of_its_connection(pg_store):
+    url, schema = pg_store
+    import psycopg
+
+    opened = []
+
+    def get_conn():
+        conn = psycopg.connect(url)
+        opened.append(conn)
+        return conn
+
+    s = Sentinel(get_conn, schema=schema)
+    assert s.once("via-conn", lambda: json.loads("[1]")).response == [1]
+    assert opened and all(c.closed for c in opened)
