@@ -3,7 +3,8 @@
 ``from sentinel import Sentinel`` as with the original package; the engine is Rust.
 """
 
-from .db import init_db
+from .async_sentinel import AsyncSentinel
+from .db import async_init_db, init_db
 from .errors import SentinelError
 from .execution import current_execution
 from .result import OnceResult, OperationResult
@@ -11,7 +12,9 @@ from .sentinel import Sentinel
 
 __all__ = [
     "Sentinel",
+    "AsyncSentinel",
     "init_db",
+    "async_init_db",
     "current_execution",
     "OnceResult",
     "OperationResult",

@@ -12,3 +12,13 @@ def init_db(conn_or_url: Any, schema: Optional[str] = None) -> None:
     connection is connected to (the connection is left open)."""
     url = conn_or_url if isinstance(conn_or_url, str) else _engine.url_from_connection(conn_or_url)
     _engine.engine(url, schema).migrate()
+
+
+async def async_init_db(conn_or_url: Any, schema: Optional[str] = None) -> None:
+    """``init_db`` for asyncio: a URL or a psycopg (async) connection, migrated off the loop."""
+    import asyncio
+
+    url = conn_or_url if isinstance(conn_or_url, str) else _engine.url_from_connection(conn_or_url)
+    loop = asyncio.get_running_loop()
+    engine = await loop.run_in_executor(None, _engine.engine, url, schema)
+    await loop.run_in_executor(None, engine.migrate)

@@ -97,75 +97,110 @@ class Sentinel:
             execution.abandon()
             raise
         except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
-            error = json.dumps({"type": type(exc).__qualname__, "message": str(exc)})
-            outcome = execution.fail(error)
-            if outcome.get("disposition") == "uncertain":
-                logger.warning(
-                    "%s/%s: the function raised after it started; the key is uncertain "
-                    "until an operator reconciles it",
-                    execution.namespace,
-                    execution.key,
-                )
-                return OnceResult(
-                    success=False,
-                    status="executing",
-                    uncertain=True,
-                    execution_alive=False,
-                    exception=exc,
-                    reconcile=self.reconcile,
-                    fencing_token=outcome["token"],
-                    reason="failed",
-                )
-            raise
-        try:
-            text = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            execution.abandon("not_recorded")
-            logger.warning("%s: the result could not be stored (%s); the key is uncertain", execution.key, exc)
-            raise NotRecorded(
-                f"the function ran (fencing token {execution.fencing_token}) but its result is "
-                f"not JSON ({exc}); the key is left uncertain",
-                value,
-                execution.fencing_token,
-            ) from exc
+            result = failed(execution, execution.fail(error_json(exc)), exc, self.reconcile)
+            if result is None:
+                raise
+            return result
+        text = encode(execution, value)
         try:
             outcome = execution.complete(text)
         except _native.NotRecorded as exc:
-            logger.warning("%s: the outcome could not be recorded: %s", execution.key, exc)
-            raise NotRecorded(str(exc), value, execution.fencing_token) from exc
+            raise not_recorded(execution, value, exc) from exc
+        return completed(text, outcome)
+
+    def _settled(self, outcome: Dict[str, Any]) -> OnceResult:
+        return settled(outcome, self.reconcile)
+
+
+def settled(outcome: Dict[str, Any], reconcile: Any) -> OnceResult:
+    """The result of a call that found the key settled (replayed, running, uncertain)."""
+    kind = outcome["kind"]
+    token = outcome.get("token")
+    if kind == "completed":
         return OnceResult(
             success=True,
             status="completed",
-            response=json.loads(text),
-            cached=False,
-            fencing_token=outcome["token"],
+            response=json.loads(outcome["value"]),
+            cached=True,
+            fencing_token=token,
         )
+    if kind == "completed_without_result":
+        return OnceResult(success=True, status="completed", response=None, cached=True, fencing_token=token)
+    if kind == "running":
+        return OnceResult(status="executing", execution_alive=True, fencing_token=token)
+    if kind == "uncertain":
+        reason = outcome.get("reason")
+        return OnceResult(
+            status="reconciling" if reason == "reconciling" else "executing",
+            uncertain=True,
+            execution_alive=False,
+            reconcile=reconcile,
+            fencing_token=token,
+            reason=reason,
+        )
+    if kind == "failed":
+        raise RecordedFailure(json.loads(outcome["error"]))
+    raise _native.SentinelError(f"an outcome this version does not know: {kind}")
 
-    def _settled(self, outcome: Dict[str, Any]) -> OnceResult:
-        kind = outcome["kind"]
-        token = outcome.get("token")
-        if kind == "completed":
-            return OnceResult(
-                success=True,
-                status="completed",
-                response=json.loads(outcome["value"]),
-                cached=True,
-                fencing_token=token,
-            )
-        if kind == "completed_without_result":
-            return OnceResult(success=True, status="completed", response=None, cached=True, fencing_token=token)
-        if kind == "running":
-            return OnceResult(status="executing", execution_alive=True, fencing_token=token)
-        if kind == "uncertain":
-            reason = outcome.get("reason")
-            return OnceResult(
-                status="reconciling" if reason == "reconciling" else "executing",
-                uncertain=True,
-                execution_alive=False,
-                reconcile=self.reconcile,
-                fencing_token=token,
-                reason=reason,
-            )
-        if kind == "failed":
-            raise RecordedFailure(json.loads(outcome["error"]))
-        raise _native.SentinelError(f"an outcome this version does not know: {kind}")
+
+def error_json(exc: BaseException) -> str:
+    """What is stored for a failure: the exception's type and message."""
+    return json.dumps({"type": type(exc).__qualname__, "message": str(exc)})
+
+
+def failed(
+    execution: "_native.Execution", outcome: Dict[str, Any], exc: BaseException, reconcile: Any
+) -> Optional[OnceResult]:
+    """The result of a function that raised: uncertain under the default policy; None when the
+    key was released or the failure recorded (the caller raises the exception again)."""
+    if outcome.get("disposition") != "uncertain":
+        return None
+    logger.warning(
+        "%s/%s: the function raised after it started; the key is uncertain until an operator "
+        "reconciles it",
+        execution.namespace,
+        execution.key,
+    )
+    return OnceResult(
+        success=False,
+        status="executing",
+        uncertain=True,
+        execution_alive=False,
+        exception=exc,
+        reconcile=reconcile,
+        fencing_token=outcome["token"],
+        reason="failed",
+    )
+
+
+def encode(execution: "_native.Execution", value: Any) -> str:
+    """The function's value as JSON; a value that is not JSON leaves the key uncertain and
+    raises ``NotRecorded``."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        execution.abandon("not_recorded")
+        logger.warning("%s: the result could not be stored (%s); the key is uncertain", execution.key, exc)
+        raise NotRecorded(
+            f"the function ran (fencing token {execution.fencing_token}) but its result is not "
+            f"JSON ({exc}); the key is left uncertain",
+            value,
+            execution.fencing_token,
+        ) from exc
+
+
+def not_recorded(execution: "_native.Execution", value: Any, exc: BaseException) -> NotRecorded:
+    """The store could not record the outcome: the key is uncertain; the caller gets the value."""
+    logger.warning("%s: the outcome could not be recorded: %s", execution.key, exc)
+    return NotRecorded(str(exc), value, execution.fencing_token)
+
+
+def completed(text: str, outcome: Dict[str, Any]) -> OnceResult:
+    """The result of a fresh run: the stored JSON, decoded, as every replay will see it."""
+    return OnceResult(
+        success=True,
+        status="completed",
+        response=json.loads(text),
+        cached=False,
+        fencing_token=outcome["token"],
+    )

@@ -1,0 +1,132 @@
+"""``AsyncSentinel``: ``await once(...)`` on an asyncio event loop.
+
+Store work runs on a worker thread (the GIL released while it waits), so the event loop never
+blocks and calls under ``asyncio.gather`` overlap; ``fn`` runs on the loop — a coroutine
+function is awaited, a plain function called. Cancelling the awaiting task while ``fn`` runs
+leaves the key uncertain (reason ``cancelled``) before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any, Awaitable, Callable, Dict, Optional, Union
+
+from . import _engine, _native
+from .async_reconciliation import AsyncReconcile
+from .execution import CurrentExecution, _current
+from .result import OnceResult
+from .sentinel import completed, encode, error_json, failed, not_recorded, settled
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs blocking store work on a worker thread."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+class AsyncSentinel:
+    """The original's ``AsyncSentinel``: ``get_conn`` may be an async function returning a
+    psycopg ``AsyncConnection`` (or a plain one); or pass ``url=``. The URL is derived on first
+    use."""
+
+    def __init__(
+        self,
+        get_conn: Optional[Callable[[], Any]] = None,
+        default_ttl_ms: int = 3000,
+        namespace: Optional[str] = None,
+        *,
+        url: Optional[str] = None,
+        schema: Optional[str] = None,
+        owns_connection: bool = True,
+    ) -> None:
+        if get_conn is None and url is None:
+            raise ValueError("No database connection provider found: pass get_conn= or url=.")
+        self.default_ttl_ms = default_ttl_ms
+        self.namespace = namespace or "default"
+        self.get_conn = get_conn
+        self.owns_connection = owns_connection
+        self.url = url
+        self.schema = schema
+        self.reconcile = AsyncReconcile(self._engine, self.namespace)
+
+    async def _resolve_url(self) -> str:
+        if self.url is None:
+            assert self.get_conn is not None
+            conn = self.get_conn()
+            if inspect.isawaitable(conn):
+                conn = await conn
+            try:
+                self.url = _engine.url_from_connection(conn)
+            finally:
+                if self.owns_connection:
+                    closed = conn.close()
+                    if inspect.isawaitable(closed):
+                        await closed
+        return self.url
+
+    async def _engine(self) -> "_native.Engine":
+        url = await self._resolve_url()
+        return await _off_loop(_engine.engine, url, self.schema)
+
+    async def once(
+        self,
+        key: str,
+        fn: Callable[..., Union[Any, Awaitable[Any]]],
+        ttl_ms: Optional[int] = None,
+        hard_ttl_ms: Optional[int] = None,
+        kwargs: Optional[Dict[str, Any]] = None,
+        *,
+        on_failure: str = "uncertain",
+        fingerprint: Union[bytes, str, None] = None,
+        wait: Optional[float] = None,
+        retain_for: Optional[float] = None,
+    ) -> OnceResult:
+        """Awaits ``fn(**kwargs)`` at most once for ``key``; the same results as
+        ``Sentinel.once``."""
+        engine = await self._engine()
+        if isinstance(fingerprint, str):
+            fingerprint = fingerprint.encode()
+        begun = await _off_loop(
+            engine.begin,
+            key,
+            namespace=self.namespace,
+            ttl_ms=ttl_ms if ttl_ms is not None else self.default_ttl_ms,
+            hard_ttl_ms=hard_ttl_ms,
+            on_failure=on_failure,
+            fingerprint=fingerprint,
+            wait_s=wait,
+            retain_s=retain_for,
+        )
+        if isinstance(begun, dict):
+            return settled(begun, self.reconcile)
+        return await self._run(begun, fn, kwargs or {})
+
+    async def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
+        marker = _current.set(
+            CurrentExecution(execution.key, execution.namespace, execution.fencing_token, execution)
+        )
+        try:
+            try:
+                value = fn(**kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            finally:
+                _current.reset(marker)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            # Cancelled or interrupted mid-function: the mark is written before it propagates.
+            await asyncio.shield(_off_loop(execution.abandon, "cancelled"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
+            outcome = await _off_loop(execution.fail, error_json(exc))
+            result = failed(execution, outcome, exc, self.reconcile)
+            if result is None:
+                raise
+            return result
+        text = encode(execution, value)
+        try:
+            outcome = await _off_loop(execution.complete, text)
+        except _native.NotRecorded as exc:
+            raise not_recorded(execution, value, exc) from exc
+        return completed(text, outcome)

@@ -1,0 +1,101 @@
+"""AsyncSentinel: the same contract on an asyncio event loop, which it never blocks."""
+
+import asyncio
+
+import pytest
+
+from sentinel import AsyncSentinel
+
+
+def make(store, **kwargs):
+    url, schema = store
+    return AsyncSentinel(url=url, schema=schema, **kwargs)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_a_coroutine_runs_once_and_replays(store):
+    s = make(store)
+    calls = []
+
+    async def charge(order_id):
+        calls.append(order_id)
+        await asyncio.sleep(0)
+        return {"order": order_id}
+
+    async def main():
+        first = await s.once("c", charge, kwargs={"order_id": 3})
+        again = await s.once("c", charge, kwargs={"order_id": 3})
+        return first, again
+
+    first, again = run(main())
+    assert calls == [3]
+    assert first.success and not first.cached and again.cached
+    assert first.response == again.response == {"order": 3}
+
+
+def test_a_plain_function_works_too(store):
+    s = make(store)
+    assert run(s.once("plain", lambda: [1, 2])).response == [1, 2]
+
+
+def test_calls_under_gather_overlap(store):
+    """Each function waits for the other to have started: they can only both finish if the
+    two calls run at the same time, so the loop was never blocked."""
+    s = make(store)
+
+    async def main():
+        started = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+        async def step(me, other):
+            started[me].set()
+            await started[other].wait()
+            return me
+
+        return await asyncio.gather(
+            s.once("a", step, kwargs={"me": "a", "other": "b"}),
+            s.once("b", step, kwargs={"me": "b", "other": "a"}),
+        )
+
+    a, b = run(main())
+    assert (a.response, b.response) == ("a", "b")
+
+
+def test_cancelling_the_task_mid_function_leaves_the_key_uncertain(store):
+    s = make(store)
+
+    async def main():
+        inside = asyncio.Event()
+
+        async def slow():
+            inside.set()
+            await asyncio.sleep(30)
+
+        task = asyncio.ensure_future(s.once("cancel-me", slow))
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await s.once("cancel-me", lambda: pytest.fail("a cancelled key ran again"))
+
+    r = run(main())
+    assert r.uncertain and r.reason == "cancelled"
+
+
+def test_an_exception_leaves_the_key_uncertain_and_the_operator_settles_it(store):
+    s = make(store)
+    raised = RuntimeError("provider timeout")
+
+    async def charge():
+        raise raised
+
+    async def main():
+        r = await s.once("x", charge)
+        assert r.exception is raised and r.uncertain
+        assert (await s.reconcile.reconcile("x")).success
+        assert (await s.reconcile.force_complete("x", {"ok": True})).success
+        return await s.once("x", charge)
+
+    assert run(main()).response == {"ok": True}
