@@ -176,3 +176,50 @@ def test_get_conn_gives_the_url_of_its_connection(pg_store):
     s = Sentinel(get_conn, schema=schema)
     assert s.once("via-conn", lambda: json.loads("[1]")).response == [1]
     assert opened and all(c.closed for c in opened)
+
+
+def test_result_type_decodes_fresh_and_replayed_results(store):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Receipt:
+        id: int
+        amount: int
+
+    s = make(store)
+    fresh = s.once("r", lambda: {"id": 1, "amount": 250}, result_type=Receipt)
+    replay = s.once("r", lambda: pytest.fail("ran twice"), result_type=Receipt)
+    assert fresh.response == replay.response == Receipt(1, 250)
+
+
+def test_the_decorator_derives_the_key_from_the_arguments(store):
+    s = make(store)
+    charged = []
+
+    @s.once_fn(key=lambda order_id, amount: f"charge-{order_id}")
+    def charge(order_id, amount):
+        charged.append(order_id)
+        return amount
+
+    assert charge(7, 100).response == 100
+    assert charge(order_id=7, amount=100).cached
+    assert charged == [7]
+
+
+def test_the_operator_api_inspects_and_settles_with_token_checks(store):
+    s = make(store)
+    s.once("pay", lambda: 1 / 0)
+    record = s.inspect("pay")
+    assert record.state == "uncertain" and record.reason == "failed"
+    first = s.reconcile("pay")
+    second = s.reconcile("pay", force=True)  # another operator takes over
+    assert second > first
+    with pytest.raises(sentinel.errors.Refused):
+        s.resolve("pay", complete=True, result={"paid": True}, token=first)
+    s.resolve("pay", complete=True, result={"paid": True}, token=second, reason="provider says paid")
+    assert s.once("pay", lambda: pytest.fail("ran again")).response == {"paid": True}
+    events = [e.event for e in s.history("pay")]
+    assert events == ["acquired", "uncertain", "reconciling", "reconciling", "resolved"]
+    assert [r.key for r in s.list(state="completed")] == ["pay"]
+    s.forget("pay")
+    assert s.inspect("pay") is None

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Union
 from . import _engine, _native
 from .async_reconciliation import AsyncReconcile
 from .execution import CurrentExecution, _current
+from .records import convert
 from .result import OnceResult
 from .sentinel import completed, encode, error_json, failed, not_recorded, settled
 
@@ -82,6 +83,7 @@ class AsyncSentinel:
         fingerprint: Union[bytes, str, None] = None,
         wait: Optional[float] = None,
         retain_for: Optional[float] = None,
+        result_type: Any = None,
     ) -> OnceResult:
         """Awaits ``fn(**kwargs)`` at most once for ``key``; the same results as
         ``Sentinel.once``."""
@@ -100,8 +102,12 @@ class AsyncSentinel:
             retain_s=retain_for,
         )
         if isinstance(begun, dict):
-            return settled(begun, self.reconcile)
-        return await self._run(begun, fn, kwargs or {})
+            result = settled(begun, self.reconcile)
+        else:
+            result = await self._run(begun, fn, kwargs or {})
+        if result.success and result.response is not None:
+            result.response = convert(result.response, result_type)
+        return result
 
     async def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
         marker = _current.set(

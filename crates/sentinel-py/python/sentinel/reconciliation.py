@@ -27,6 +27,13 @@ class Reconcile:
         self.namespace = namespace
         self.last_token: Optional[int] = None
 
+    def __call__(self, key: str, reason: Optional[str] = None, force: bool = False) -> int:
+        """``sentinel.reconcile(key)``: takes an uncertain key into reconciliation and returns the
+        operator's fencing token (check it on ``resolve``); raises ``Refused`` or ``NotFound``."""
+        token = self._engine.reconcile(self.namespace, key, _actor(), reason=reason, force=force)
+        self.last_token = token
+        return token
+
     def reconcile(self, key: str, reason: Optional[str] = None, force: bool = False) -> OperationResult:
         """Takes an uncertain key into reconciliation (this operator now holds it)."""
         try:

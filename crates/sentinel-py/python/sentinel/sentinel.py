@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _engine, _native
 from .errors import NotRecorded, RecordedFailure
 from .execution import CurrentExecution, _current
-from .reconciliation import Reconcile
+from .reconciliation import Reconcile, _actor
+from .records import Event, Record, convert
 from .result import OnceResult
 
 logger = logging.getLogger("sentinel")
@@ -57,6 +60,7 @@ class Sentinel:
         fingerprint: Union[bytes, str, None] = None,
         wait: Optional[float] = None,
         retain_for: Optional[float] = None,
+        result_type: Any = None,
     ) -> OnceResult:
         """Calls ``fn(**kwargs)`` at most once for ``key`` and returns what happened.
 
@@ -80,8 +84,68 @@ class Sentinel:
             retain_s=retain_for,
         )
         if isinstance(begun, dict):
-            return self._settled(begun)
-        return self._run(begun, fn, kwargs or {})
+            result = self._settled(begun)
+        else:
+            result = self._run(begun, fn, kwargs or {})
+        if result.success and result.response is not None:
+            result.response = convert(result.response, result_type)
+        return result
+
+    def once_fn(self, key: Callable[..., str], **options: Any) -> Callable[[Callable[..., Any]], Callable[..., OnceResult]]:
+        """A decorator: ``@sentinel.once_fn(key=lambda order_id: f"charge-{order_id}")``. The
+        decorated function is called through ``once``; ``key`` gets the same arguments."""
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., OnceResult]:
+            signature = inspect.signature(fn)
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> OnceResult:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                return self.once(key(**bound.arguments), fn, kwargs=dict(bound.arguments), **options)
+
+            return wrapper
+
+        return decorate
+
+    # The operator API.
+
+    def inspect(self, key: str) -> Optional[Record]:
+        """The key's record, or None."""
+        found = self._engine().inspect(self.namespace, key)
+        return None if found is None else Record._from(found)
+
+    def list(self, state: Optional[str] = None, limit: int = 100) -> List[Record]:
+        """Records of this namespace, optionally in one state."""
+        return [Record._from(d) for d in self._engine().list(self.namespace, state, limit)]
+
+    def history(self, key: str, limit: int = 1000) -> List[Event]:
+        """The key's events, oldest first."""
+        return [Event._from(d) for d in self._engine().history(self.namespace, key, limit)]
+
+    def resolve(
+        self,
+        key: str,
+        *,
+        complete: bool,
+        result: Any = None,
+        token: Optional[int] = None,
+        reason: Optional[str] = None,
+    ) -> None:
+        """Settles a reconciling key: completed (with ``result``, any JSON-serialisable value)
+        or, with ``complete=False``, reset so that the next caller runs. With ``token``, refused
+        when another operator has taken the key over since."""
+        text = None if result is None else json.dumps(result, allow_nan=False)
+        self._engine().resolve(self.namespace, key, _actor(), complete, result=text, token=token, reason=reason)
+
+    def forget(self, key: str, reason: Optional[str] = None) -> None:
+        """Removes a completed record so the key may run again."""
+        self._engine().forget(self.namespace, key, _actor(), reason=reason)
+
+    def prune(self, older_than: Optional[float] = None) -> int:
+        """Deletes this namespace's completed records whose retention passed (or older than
+        ``older_than`` seconds); returns how many."""
+        return self._engine().prune(self.namespace, older_than)
 
     def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
         marker = _current.set(
