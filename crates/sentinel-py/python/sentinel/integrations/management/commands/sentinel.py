@@ -1,0 +1,66 @@
+"""``manage.py sentinel list|inspect|history|reconcile|resolve``: the operator's commands on the
+project's Sentinel store."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sentinel import errors
+from sentinel.integrations.django import DjangoSentinel
+
+
+class Command(BaseCommand):
+    """Inspect and settle Sentinel's keys."""
+
+    help = "Inspect and settle Sentinel's keys: list, inspect, history, reconcile, resolve."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--namespace", default=None)
+        parser.add_argument("--database", default="default")
+        sub = parser.add_subparsers(dest="action", required=True)
+        listing = sub.add_parser("list", help="records of the namespace")
+        listing.add_argument("--state", choices=["running", "uncertain", "completed", "reconciling"])
+        for name in ("inspect", "history"):
+            sub.add_parser(name).add_argument("key")
+        rec = sub.add_parser("reconcile", help="take an uncertain key; prints the token")
+        rec.add_argument("key")
+        rec.add_argument("--force", action="store_true")
+        rec.add_argument("--reason")
+        res = sub.add_parser("resolve", help="it happened (--complete) or not (--reset)")
+        res.add_argument("key")
+        how = res.add_mutually_exclusive_group(required=True)
+        how.add_argument("--complete", action="store_true")
+        how.add_argument("--reset", action="store_true")
+        res.add_argument("--result", help="the result, as JSON (with --complete)")
+        res.add_argument("--token", type=int)
+        res.add_argument("--reason")
+
+    def handle(self, *args, **options):
+        s = DjangoSentinel(namespace=options["namespace"], using=options["database"])
+        action = options["action"]
+        try:
+            if action == "list":
+                for r in s.list(state=options.get("state")):
+                    self.stdout.write(f"{r.key}\t{r.state}\t{r.fencing_token}")
+            elif action == "inspect":
+                r = s.inspect(options["key"])
+                if r is None:
+                    raise CommandError(f"no record for key {options['key']}")
+                self.stdout.write(json.dumps({"key": r.key, "state": r.state, "fencing_token": r.fencing_token, "reason": r.reason, "result": r.result}))
+            elif action == "history":
+                for e in s.history(options["key"]):
+                    self.stdout.write(f"{e.at:%Y-%m-%dT%H:%M:%S}\t{e.event}\t{e.fencing_token}\t{e.actor or ''}\t{e.reason or ''}")
+            elif action == "reconcile":
+                self.stdout.write(str(s.reconcile(options["key"], reason=options["reason"], force=options["force"])))
+            elif action == "resolve":
+                result = None
+                if options["result"] is not None:
+                    try:
+                        result = json.loads(options["result"])
+                    except ValueError as e:
+                        raise CommandError(f"--result is not JSON: {e}") from e
+                s.resolve(options["key"], complete=options["complete"], result=result, token=options["token"], reason=options["reason"])
+        except errors.SentinelError as e:
+            raise CommandError(str(e)) from e

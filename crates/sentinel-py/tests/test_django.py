@@ -1,0 +1,69 @@
+"""The Django integration, in a real minimal project on PostgreSQL (a database of its own)."""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import PG_URL, _pg_reachable
+
+PROJECT = Path(__file__).parent / "django_project"
+
+
+@pytest.fixture
+def project_db():
+    if not _pg_reachable():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}")
+        pytest.skip("PostgreSQL is not reachable")
+    import psycopg
+
+    name = "sentinel_django_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield name
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def run(db, *args, code=None):
+    env = dict(os.environ, SENTINEL_DJANGO_DB=db, DJANGO_SETTINGS_MODULE="project.settings")
+    command = [sys.executable, *(["-c", code] if code else ["manage.py", *args])]
+    return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
+
+
+APP_CODE = """
+import django
+django.setup()
+from sentinel.integrations.django import DjangoSentinel
+s = DjangoSentinel(namespace="shop")
+r = s.once("order-1", lambda: {"paid": 10})
+assert r.success and not r.cached, r
+assert s.once("order-1", lambda: 1 / 0).cached
+f = s.once("order-2", lambda: 1 / 0)
+assert f.uncertain, f
+print("ok")
+"""
+
+
+def test_migrate_creates_the_schema_and_the_command_settles_keys(project_db):
+    first = run(project_db, "migrate", "--noinput")
+    assert first.returncode == 0, first.stderr
+    again = run(project_db, "migrate", "--noinput")
+    assert again.returncode == 0, again.stderr
+    app = run(project_db, code=APP_CODE)
+    assert app.returncode == 0 and "ok" in app.stdout, app.stderr
+    listed = run(project_db, "sentinel", "--namespace", "shop", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "order-1\tcompleted" in listed.stdout and "order-2\tuncertain" in listed.stdout
+    token = run(project_db, "sentinel", "--namespace", "shop", "reconcile", "order-2", "--reason", "checked")
+    assert token.returncode == 0, token.stderr
+    reset = run(project_db, "sentinel", "--namespace", "shop", "resolve", "order-2", "--reset", "--token", token.stdout.strip())
+    assert reset.returncode == 0, reset.stderr
+    gone = run(project_db, "sentinel", "--namespace", "shop", "inspect", "order-2")
+    assert gone.returncode != 0 and "no record" in gone.stderr
+    refused = run(project_db, "sentinel", "--namespace", "shop", "reconcile", "order-1")
+    assert refused.returncode != 0 and "completed" in refused.stderr
