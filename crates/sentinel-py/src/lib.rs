@@ -7,7 +7,7 @@
 //! Rust thread and never needs the GIL.
 #![forbid(unsafe_code)]
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use pyo3::create_exception;
@@ -76,20 +76,26 @@ create_exception!(
 type Json = Box<RawValue>;
 
 /// The runtime stores are opened on: it lives as long as the process, so connections made
-/// while opening stay usable.
+/// while opening stay usable. After `fork()` the child has none of its threads: it gets a new
+/// one, and the parent's is left alone (dropping it would wait for threads that are not there).
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("sentinel-open")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| SentinelError::new_err(format!("cannot start Sentinel's runtime: {e}")))
+    static RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = std::process::id();
+    if let Some((owner, rt)) = *slot {
+        if owner == pid {
+            return Ok(rt);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sentinel-open")
+        .enable_all()
+        .build()
+        .map_err(|e| SentinelError::new_err(format!("cannot start Sentinel's runtime: {e}")))?;
+    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    *slot = Some((pid, rt));
+    Ok(rt)
 }
 
 /// The Python exception for an engine error.
