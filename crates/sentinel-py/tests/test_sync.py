@@ -223,3 +223,96 @@ def test_the_operator_api_inspects_and_settles_with_token_checks(store):
     assert [r.key for r in s.list(state="completed")] == ["pay"]
     s.forget("pay")
     assert s.inspect("pay") is None
+
+
+def test_a_fingerprint_guards_the_key(store):
+    s = make(store)
+    assert s.once("fp", lambda: 1, fingerprint="amount=100").success
+    assert s.once("fp", lambda: 2, fingerprint="amount=100").response == 1
+    with pytest.raises(sentinel.errors.FingerprintMismatch):
+        s.once("fp", lambda: 3, fingerprint="amount=999")
+
+
+def test_wait_blocks_until_the_owner_finishes_then_replays(store):
+    s = make(store)
+    inside = threading.Event()
+    go = threading.Event()
+
+    def slow():
+        inside.set()
+        go.wait(10)
+        return "done"
+
+    owner = threading.Thread(target=lambda: s.once("w", slow))
+    owner.start()
+    assert inside.wait(10)
+    threading.Timer(0.2, go.set).start()
+    waited = s.once("w", lambda: pytest.fail("a waiter ran it"), wait=10)
+    owner.join(10)
+    assert waited.success and waited.cached and waited.response == "done"
+
+
+def test_a_lost_lease_is_logged(store, caplog):
+    s = make(store)
+
+    def outlives_its_ceiling():
+        end = time.monotonic() + 5
+        while not sentinel.current_execution().lease_lost and time.monotonic() < end:
+            time.sleep(0.01)
+        return "late"
+
+    with caplog.at_level("WARNING", logger="sentinel"):
+        s.once("late", outlives_its_ceiling, ttl_ms=200, hard_ttl_ms=300)
+    assert any("lease was lost" in r.getMessage() for r in caplog.records)
+
+
+def test_store_errors_are_typed(tmp_path):
+    import socket
+
+    with socket.socket() as free:  # a port nobody listens on any more
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(sentinel.errors.StoreUnavailable, match="connection refused"):
+        Sentinel(url=f"postgres://postgres:s3cret@127.0.0.1:{port}/test").once("k", lambda: 1)
+    try:
+        Sentinel(url=f"postgres://postgres:s3cret@127.0.0.1:{port}/test")
+    except sentinel.errors.SentinelError as e:
+        assert "s3cret" not in str(e)
+    with pytest.raises(sentinel.errors.InvalidInput):
+        Sentinel(url="mysql://nope")
+
+
+def test_a_record_written_from_python_is_read_by_the_cli(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[3] / "target" / "debug" / "sentinel"
+    if not cli.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{cli} is missing: scripts/test builds it before the Python tests")
+        pytest.skip("the sentinel command is not built")
+    url = f"sqlite://{tmp_path}/shared.db"
+    s = Sentinel(url=url, namespace="jobs")
+    assert s.once("nightly", lambda: {"rows": 3}).success
+    shown = subprocess.run(
+        [str(cli), "--database-url", url, "--namespace", "jobs", "inspect", "nightly", "--json"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert record["state"] == "completed"
+    # And the other way: a key the CLI ran replays in Python.
+    ran = subprocess.run(
+        [str(cli), "--database-url", url, "--namespace", "jobs", "run", "--key", "cli-job", "--", "echo", "hi"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert ran.returncode == 0, ran.stderr
+    replay = s.once("cli-job", lambda: pytest.fail("the CLI's run ran again"))
+    assert replay.cached and replay.response["stdout"] == "hi\n"
+
+
+def test_a_missing_schema_says_how_to_create_it(pg_store):
+    url, _ = pg_store
+    with pytest.raises(sentinel.errors.SchemaMissing, match="init"):
+        Sentinel(url=url, schema="sentinel_never_made").once("k", lambda: 1)

@@ -18,7 +18,15 @@ from .async_reconciliation import AsyncReconcile
 from .execution import CurrentExecution, _current
 from .records import convert
 from .result import OnceResult
-from .sentinel import completed, encode, error_json, failed, not_recorded, settled
+from .sentinel import (
+    completed,
+    encode,
+    error_json,
+    failed,
+    not_recorded,
+    settled,
+    warn_if_lease_lost,
+)
 
 
 async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -130,6 +138,7 @@ class AsyncSentinel:
             if result is None:
                 raise
             return result
+        warn_if_lease_lost(execution)
         text = encode(execution, value)
         try:
             outcome = await _off_loop(execution.complete, text)

@@ -165,6 +165,7 @@ class Sentinel:
             if result is None:
                 raise
             return result
+        warn_if_lease_lost(execution)
         text = encode(execution, value)
         try:
             outcome = execution.complete(text)
@@ -268,3 +269,16 @@ def completed(text: str, outcome: Dict[str, Any]) -> OnceResult:
         cached=False,
         fencing_token=outcome["token"],
     )
+
+
+def warn_if_lease_lost(execution: "_native.Execution") -> None:
+    """Says so when the function finished after its lease was lost (the completion may be
+    fenced: an operator may have taken the key over)."""
+    if execution.lease_lost:
+        logger.warning(
+            "%s/%s: the lease was lost while the function ran (fencing token %s); its result "
+            "is stored only if no one took the key over",
+            execution.namespace,
+            execution.key,
+            execution.fencing_token,
+        )
