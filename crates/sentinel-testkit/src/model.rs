@@ -178,6 +178,19 @@ struct Row {
 }
 
 impl Row {
+    /// A fresh claim's row.
+    fn claimed(token: usize, attempt: String, lease_alive: bool, ceiling: bool) -> Self {
+        Self {
+            state: State::Running,
+            token,
+            lease_alive,
+            ceiling,
+            attempt,
+            reason: None,
+            result: None,
+        }
+    }
+
     /// The state a reader sees: running with an expired lease reads as uncertain.
     fn derived(&self) -> State {
         if self.state == State::Running && !self.lease_alive {
@@ -303,18 +316,9 @@ impl Run {
                     Some(row) => Answer::Existing(row.derived()),
                     None => {
                         let token = self.model.issue();
-                        self.model.rows.insert(
-                            key,
-                            Row {
-                                state: State::Running,
-                                token,
-                                lease_alive: !(short_ttl || short_ceiling),
-                                ceiling: short_ceiling,
-                                attempt,
-                                reason: None,
-                                result: None,
-                            },
-                        );
+                        let alive = !(short_ttl || short_ceiling);
+                        let row = Row::claimed(token, attempt, alive, short_ceiling);
+                        self.model.rows.insert(key, row);
                         self.model.log(key, EventKind::Acquired);
                         self.model.key_tokens.entry(key).or_default().push(token);
                         self.handles.push((key, token));
@@ -545,18 +549,9 @@ impl Run {
                     .and_then(|r| r.owner.as_ref())
                     .map(|o| o.attempt.clone())
                     .unwrap_or_default();
-                self.model.rows.insert(
-                    key,
-                    Row {
-                        state: State::Running,
-                        token,
-                        lease_alive: true,
-                        ceiling: false,
-                        attempt,
-                        reason: None,
-                        result: None,
-                    },
-                );
+                self.model
+                    .rows
+                    .insert(key, Row::claimed(token, attempt, true, false));
                 self.model.log(key, EventKind::Acquired);
                 self.model.key_tokens.entry(key).or_default().push(token);
                 self.handles.push((key, token));

@@ -16,15 +16,16 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Union
 from . import _engine, _native
 from .async_reconciliation import AsyncReconcile
 from .execution import CurrentExecution, _current
-from .records import convert
 from .result import OnceResult
 from .sentinel import (
+    begin_options,
     completed,
     encode,
     error_json,
     failed,
     not_recorded,
     settled,
+    typed,
     warn_if_lease_lost,
 )
 
@@ -96,26 +97,15 @@ class AsyncSentinel:
         """Awaits ``fn(**kwargs)`` at most once for ``key``; the same results as
         ``Sentinel.once``."""
         engine = await self._engine()
-        if isinstance(fingerprint, str):
-            fingerprint = fingerprint.encode()
-        begun = await _off_loop(
-            engine.begin,
-            key,
-            namespace=self.namespace,
-            ttl_ms=ttl_ms if ttl_ms is not None else self.default_ttl_ms,
-            hard_ttl_ms=hard_ttl_ms,
-            on_failure=on_failure,
-            fingerprint=fingerprint,
-            wait_s=wait,
-            retain_s=retain_for,
+        options = begin_options(
+            self, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
         )
+        begun = await _off_loop(engine.begin, key, **options)
         if isinstance(begun, dict):
             result = settled(begun, self.reconcile)
         else:
             result = await self._run(begun, fn, kwargs or {})
-        if result.success and result.response is not None:
-            result.response = convert(result.response, result_type)
-        return result
+        return typed(result, result_type)
 
     async def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
         marker = _current.set(

@@ -71,25 +71,15 @@ class Sentinel:
         raised again after the key was settled.
         """
         engine = self._engine()
-        if isinstance(fingerprint, str):
-            fingerprint = fingerprint.encode()
-        begun = engine.begin(
-            key,
-            namespace=self.namespace,
-            ttl_ms=ttl_ms if ttl_ms is not None else self.default_ttl_ms,
-            hard_ttl_ms=hard_ttl_ms,
-            on_failure=on_failure,
-            fingerprint=fingerprint,
-            wait_s=wait,
-            retain_s=retain_for,
+        options = begin_options(
+            self, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
         )
+        begun = engine.begin(key, **options)
         if isinstance(begun, dict):
             result = self._settled(begun)
         else:
             result = self._run(begun, fn, kwargs or {})
-        if result.success and result.response is not None:
-            result.response = convert(result.response, result_type)
-        return result
+        return typed(result, result_type)
 
     def once_fn(self, key: Callable[..., str], **options: Any) -> Callable[[Callable[..., Any]], Callable[..., OnceResult]]:
         """A decorator: ``@sentinel.once_fn(key=lambda order_id: f"charge-{order_id}")``. The
@@ -282,3 +272,31 @@ def warn_if_lease_lost(execution: "_native.Execution") -> None:
             execution.key,
             execution.fencing_token,
         )
+
+
+def begin_options(
+    owner: Any,
+    ttl_ms: Optional[int],
+    hard_ttl_ms: Optional[int],
+    on_failure: str,
+    fingerprint: Union[bytes, str, None],
+    wait: Optional[float],
+    retain_for: Optional[float],
+) -> Dict[str, Any]:
+    """The engine's ``begin`` options for one call of a (sync or async) Sentinel ``owner``."""
+    return {
+        "namespace": owner.namespace,
+        "ttl_ms": ttl_ms if ttl_ms is not None else owner.default_ttl_ms,
+        "hard_ttl_ms": hard_ttl_ms,
+        "on_failure": on_failure,
+        "fingerprint": fingerprint.encode() if isinstance(fingerprint, str) else fingerprint,
+        "wait_s": wait,
+        "retain_s": retain_for,
+    }
+
+
+def typed(result: OnceResult, result_type: Any) -> OnceResult:
+    """Decodes a successful result's response into ``result_type``."""
+    if result.success and result.response is not None:
+        result.response = convert(result.response, result_type)
+    return result
