@@ -67,3 +67,8 @@ def test_migrate_creates_the_schema_and_the_command_settles_keys(project_db):
     assert gone.returncode != 0 and "no record" in gone.stderr
     refused = run(project_db, "sentinel", "--namespace", "shop", "reconcile", "order-1")
     assert refused.returncode != 0 and "completed" in refused.stderr
+    forgot = run(project_db, "sentinel", "--namespace", "shop", "forget", "order-1", "--reason", "refunded")
+    assert forgot.returncode == 0, forgot.stderr
+    pruned = run(project_db, "sentinel", "--namespace", "shop", "prune", "--older-than", "0")
+    assert pruned.returncode == 0 and pruned.stdout.strip() == "0", pruned.stderr
+    assert "order-1" not in run(project_db, "sentinel", "--namespace", "shop", "list").stdout

@@ -316,3 +316,16 @@ def test_a_missing_schema_says_how_to_create_it(pg_store):
     url, _ = pg_store
     with pytest.raises(sentinel.errors.SchemaMissing, match="init"):
         Sentinel(url=url, schema="sentinel_never_made").once("k", lambda: 1)
+
+
+def test_result_type_takes_a_pydantic_model(store):
+    import pydantic  # installed by scripts/python-test
+
+    class Receipt(pydantic.BaseModel):
+        id: int
+        note: str
+
+    s = make(store)
+    fresh = s.once("p", lambda: {"id": 2, "note": "ok"}, result_type=Receipt)
+    replay = s.once("p", lambda: pytest.fail("ran twice"), result_type=Receipt)
+    assert fresh.response == replay.response == Receipt(id=2, note="ok")

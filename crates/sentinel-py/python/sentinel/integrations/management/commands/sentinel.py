@@ -14,7 +14,7 @@ from sentinel.integrations.django import DjangoSentinel
 class Command(BaseCommand):
     """Inspect and settle Sentinel's keys."""
 
-    help = "Inspect and settle Sentinel's keys: list, inspect, history, reconcile, resolve."
+    help = "Inspect and settle Sentinel's keys: list, inspect, history, reconcile, resolve, forget, prune."
 
     def add_arguments(self, parser):
         parser.add_argument("--namespace", default=None)
@@ -36,6 +36,11 @@ class Command(BaseCommand):
         res.add_argument("--result", help="the result, as JSON (with --complete)")
         res.add_argument("--token", type=int)
         res.add_argument("--reason")
+        fgt = sub.add_parser("forget", help="remove a completed record so the key may run again")
+        fgt.add_argument("key")
+        fgt.add_argument("--reason")
+        prn = sub.add_parser("prune", help="delete completed records whose retention passed")
+        prn.add_argument("--older-than", type=float, help="seconds: also those completed that long ago")
 
     def handle(self, *args, **options):
         s = DjangoSentinel(namespace=options["namespace"], using=options["database"])
@@ -62,5 +67,9 @@ class Command(BaseCommand):
                     except ValueError as e:
                         raise CommandError(f"--result is not JSON: {e}") from e
                 s.resolve(options["key"], complete=options["complete"], result=result, token=options["token"], reason=options["reason"])
+            elif action == "forget":
+                s.forget(options["key"], reason=options["reason"])
+            elif action == "prune":
+                self.stdout.write(str(s.prune(options["older_than"])))
         except errors.SentinelError as e:
             raise CommandError(str(e)) from e
