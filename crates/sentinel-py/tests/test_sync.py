@@ -329,3 +329,57 @@ def test_result_type_takes_a_pydantic_model(store):
     fresh = s.once("p", lambda: {"id": 2, "note": "ok"}, result_type=Receipt)
     replay = s.once("p", lambda: pytest.fail("ran twice"), result_type=Receipt)
     assert fresh.response == replay.response == Receipt(id=2, note="ok")
+
+
+def test_the_decorators_key_may_take_some_of_the_arguments(store):
+    s = make(store)
+
+    @s.once_fn(key=lambda order_id: f"charge-{order_id}")
+    def charge(order_id, amount):
+        return amount
+
+    assert charge(8, amount=5).response == 5
+    assert charge(8, amount=6).cached
+
+
+def test_reconcile_after_fork_uses_the_childs_engine(tmp_path):
+    import os
+
+    s = Sentinel(url=f"sqlite://{tmp_path}/fork-reconcile.db")
+    s.once("u", lambda: 1 / 0)
+    pid = os.fork()
+    if pid == 0:
+        ok = s.reconcile.reconcile("u").success and s.reconcile.reset("u").success
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert s.once("u", lambda: "again").response == "again"
+
+
+def test_a_gevent_like_interrupt_leaves_the_key_uncertain(store):
+    class Timeout(BaseException):
+        """Like gevent.Timeout: not an Exception."""
+
+    s = make(store)
+
+    def interrupted():
+        raise Timeout
+
+    with pytest.raises(Timeout):
+        s.once("gevent", interrupted)
+    r = s.once("gevent", lambda: pytest.fail("ran again"))
+    assert r.uncertain and r.reason == "cancelled"
+
+
+def test_a_huge_failure_message_is_cut_not_lost(store):
+    s = make(store)
+
+    def loud():
+        raise ValueError("x" * 2_000_000)
+
+    with pytest.raises(ValueError):
+        s.once("loud", loud, on_failure="record")
+    with pytest.raises(sentinel.errors.RecordedFailure) as replay:
+        s.once("loud", loud, on_failure="record")
+    assert replay.value.error["type"] == "ValueError"
+    assert len(replay.value.error["message"]) <= 16 * 1024

@@ -14,6 +14,19 @@ _engines: Dict[Tuple[str, Optional[str]], _native.Engine] = {}
 _pid = os.getpid()
 
 
+def _after_fork_in_child() -> None:
+    """The parent's engines have no threads here, and the lock may have been held at fork():
+    start over (the old engines are dropped, never shut down, from the child)."""
+    global _lock, _pid
+    _lock = threading.Lock()
+    _engines.clear()
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def engine(url: str, schema: Optional[str] = None) -> _native.Engine:
     """The process's engine for ``url`` (and PostgreSQL ``schema``), created on first use.
 
@@ -51,10 +64,22 @@ def url_from_connection(conn: Any) -> str:
     password = getattr(info, "password", None)
     auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
     host = info.host or "localhost"
+    # TLS and timeouts the connection was made with carry over (psycopg reports the
+    # parameters that differ from the defaults).
+    try:
+        params = info.get_parameters()
+    except Exception:  # noqa: BLE001 - an older psycopg
+        params = {}
+    query = [f"{k}={quote(str(params[k]), safe='')}" for k in ("sslmode", "connect_timeout") if params.get(k)]
+    dbname = quote(info.dbname, safe="")
     if host.startswith("/"):
-        # A Unix socket directory: libpq-style query parameter.
-        return f"postgres://{auth}localhost:{info.port}/{quote(info.dbname, safe='')}?host={quote(host, safe='')}"
-    return f"postgres://{auth}{host}:{info.port}/{quote(info.dbname, safe='')}"
+        # A Unix socket directory: a libpq-style host parameter.
+        query.append(f"host={quote(host, safe='')}")
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"  # IPv6
+    tail = f"?{'&'.join(query)}" if query else ""
+    return f"postgres://{auth}{host}:{info.port}/{dbname}{tail}"
 
 
 def resolve_url(

@@ -21,7 +21,7 @@ from .sentinel import (
     begin_options,
     completed,
     encode,
-    error_json,
+    fail,
     failed,
     not_recorded,
     settled,
@@ -100,7 +100,16 @@ class AsyncSentinel:
         options = begin_options(
             self, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
         )
-        begun = await _off_loop(engine.begin, key, **options)
+        # Shielded: should this task be cancelled while the claim is in flight, the claim still
+        # lands, and what it acquired is released (fn never ran) rather than left uncertain.
+        claim = asyncio.ensure_future(_off_loop(engine.begin, key, **options))
+        try:
+            begun = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            late = await claim
+            if not isinstance(late, dict):
+                await _off_loop(late.release)
+            raise
         if isinstance(begun, dict):
             result = settled(begun, self.reconcile)
         else:
@@ -118,20 +127,23 @@ class AsyncSentinel:
                     value = await value
             finally:
                 _current.reset(marker)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            # Cancelled or interrupted mid-function: the mark is written before it propagates.
-            await asyncio.shield(_off_loop(execution.abandon, "cancelled"))
-            raise
         except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
-            outcome = await _off_loop(execution.fail, error_json(exc))
+            outcome = await _off_loop(fail, execution, exc)
             result = failed(execution, outcome, exc, self.reconcile)
             if result is None:
                 raise
             return result
-        warn_if_lease_lost(execution)
-        text = encode(execution, value)
+        except BaseException:
+            # Cancelled or interrupted mid-function: the mark is written before it propagates.
+            await asyncio.shield(_off_loop(execution.abandon, "cancelled"))
+            raise
         try:
+            warn_if_lease_lost(execution)
+            text = await _off_loop(encode, execution, value)
             outcome = await _off_loop(execution.complete, text)
         except _native.NotRecorded as exc:
             raise not_recorded(execution, value, exc) from exc
+        except BaseException:
+            await asyncio.shield(_off_loop(execution.abandon, "not_recorded"))
+            raise
         return completed(text, outcome)

@@ -22,10 +22,16 @@ def _actor() -> str:
 class Reconcile:
     """Operator actions on one namespace's keys, as the original offered them."""
 
-    def __init__(self, engine: "_native.Engine", namespace: str = "default") -> None:
-        self._engine = engine
+    def __init__(self, engine: Any, namespace: str = "default") -> None:
+        # An engine, or a callable returning the process's current one (so that after fork()
+        # or shutdown_manager() a fresh engine is used, never a dead one).
+        self._get = engine if callable(engine) else (lambda: engine)
         self.namespace = namespace
         self.last_token: Optional[int] = None
+
+    @property
+    def _engine(self) -> "_native.Engine":
+        return self._get()
 
     def __call__(self, key: str, reason: Optional[str] = None, force: bool = False) -> int:
         """``sentinel.reconcile(key)``: takes an uncertain key into reconciliation and returns the

@@ -43,7 +43,8 @@ class Sentinel:
         self.get_conn = get_conn
         self.url = _engine.resolve_url(get_conn, url, owns_connection)
         self.schema = schema
-        self.reconcile = Reconcile(self._engine(), self.namespace)
+        self._engine()  # connect now: a bad URL or an unreachable store fails here
+        self.reconcile = Reconcile(self._engine, self.namespace)
 
     def _engine(self) -> "_native.Engine":
         return _engine.engine(self.url, self.schema)
@@ -88,11 +89,16 @@ class Sentinel:
         def decorate(fn: Callable[..., Any]) -> Callable[..., OnceResult]:
             signature = inspect.signature(fn)
 
+            key_params = inspect.signature(key).parameters
+            takes_all = any(p.kind is p.VAR_KEYWORD for p in key_params.values())
+
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> OnceResult:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
-                return self.once(key(**bound.arguments), fn, kwargs=dict(bound.arguments), **options)
+                arguments = dict(bound.arguments)
+                named = arguments if takes_all else {k: v for k, v in arguments.items() if k in key_params}
+                return self.once(key(**named), fn, kwargs=arguments, **options)
 
             return wrapper
 
@@ -146,21 +152,26 @@ class Sentinel:
                 value = fn(**kwargs)
             finally:
                 _current.reset(marker)
-        except (KeyboardInterrupt, SystemExit):
-            # Interrupted mid-function: nobody knows how far it got.
-            execution.abandon()
-            raise
         except Exception as exc:  # noqa: BLE001 - the user's function may raise anything
-            result = failed(execution, execution.fail(error_json(exc)), exc, self.reconcile)
+            result = failed(execution, fail(execution, exc), exc, self.reconcile)
             if result is None:
                 raise
             return result
-        warn_if_lease_lost(execution)
-        text = encode(execution, value)
+        except BaseException:
+            # Interrupted mid-function (KeyboardInterrupt, SystemExit, a gevent timeout):
+            # nobody knows how far it got.
+            execution.abandon("cancelled")
+            raise
         try:
+            warn_if_lease_lost(execution)
+            text = encode(execution, value)
             outcome = execution.complete(text)
         except _native.NotRecorded as exc:
             raise not_recorded(execution, value, exc) from exc
+        except BaseException:
+            # Interrupted after the function returned, before its result was stored.
+            execution.abandon("not_recorded")
+            raise
         return completed(text, outcome)
 
     def _settled(self, outcome: Dict[str, Any]) -> OnceResult:
@@ -199,8 +210,13 @@ def settled(outcome: Dict[str, Any], reconcile: Any) -> OnceResult:
 
 
 def error_json(exc: BaseException) -> str:
-    """What is stored for a failure: the exception's type and message."""
-    return json.dumps({"type": type(exc).__qualname__, "message": str(exc)})
+    """What is stored for a failure: the exception's type and message (cut to
+    ``MAX_ERROR_MESSAGE`` characters)."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a __str__ that raises
+        message = repr(type(exc))
+    return json.dumps({"type": type(exc).__qualname__, "message": message[:MAX_ERROR_MESSAGE]})
 
 
 def failed(
@@ -246,8 +262,23 @@ def encode(execution: "_native.Execution", value: Any) -> str:
 
 def not_recorded(execution: "_native.Execution", value: Any, exc: BaseException) -> NotRecorded:
     """The store could not record the outcome: the key is uncertain; the caller gets the value."""
-    logger.warning("%s: the outcome could not be recorded: %s", execution.key, exc)
-    return NotRecorded(str(exc), value, execution.fencing_token)
+    message = str(exc.args[0]) if exc.args else str(exc)
+    logger.warning("%s: the outcome could not be recorded: %s", execution.key, message)
+    return NotRecorded(message, value, execution.fencing_token)
+
+
+#: The longest failure message stored; longer ones are cut (the result limit is 1 MiB).
+MAX_ERROR_MESSAGE = 16 * 1024
+
+
+def fail(execution: "_native.Execution", exc: BaseException) -> Dict[str, Any]:
+    """Records ``fn``'s failure under the call's policy; an outcome that cannot be recorded
+    leaves the key uncertain, which is what the caller is told."""
+    try:
+        return execution.fail(error_json(exc))
+    except _native.NotRecorded as e:
+        logger.warning("%s: the failure could not be recorded: %s", execution.key, e.args[0] if e.args else e)
+        return {"kind": "failed", "disposition": "uncertain", "token": execution.fencing_token}
 
 
 def completed(text: str, outcome: Dict[str, Any]) -> OnceResult:
