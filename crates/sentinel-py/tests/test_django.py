@@ -72,3 +72,14 @@ def test_migrate_creates_the_schema_and_the_command_settles_keys(project_db):
     pruned = run(project_db, "sentinel", "--namespace", "shop", "prune", "--older-than", "0")
     assert pruned.returncode == 0 and pruned.stdout.strip() == "0", pruned.stderr
     assert "order-1" not in run(project_db, "sentinel", "--namespace", "shop", "list").stdout
+
+
+def test_migrate_refuses_a_database_holding_the_originals_records(project_db):
+    import psycopg
+
+    with psycopg.connect(PG_URL.rsplit("/", 1)[0] + "/" + project_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE sentinel_leases (key text PRIMARY KEY, status text)")
+        conn.execute("INSERT INTO sentinel_leases VALUES ('payment-order-1', 'completed')")
+    refused = run(project_db, "migrate", "--noinput")
+    assert refused.returncode != 0
+    assert "1 records of the original Sentinel" in refused.stderr

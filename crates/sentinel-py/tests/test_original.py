@@ -104,3 +104,32 @@ def test_an_engine_made_before_fork_is_rebuilt_in_the_child(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert s.once("in-child", lambda: 3).response == 2
+
+
+def test_a_database_with_the_originals_records_is_refused_until_reviewed():
+    """Swapping packages must not re-run what the original completed: its table is not read
+    here, so a database that still holds it is refused until someone says it may be ignored."""
+    from sentinel import Sentinel, init_db
+    from sentinel.errors import OriginalRecordsFound
+
+    schema = "orig_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"CREATE TABLE {schema}.sentinel_leases (key text PRIMARY KEY, status text)")
+        admin.execute(f"INSERT INTO {schema}.sentinel_leases VALUES ('payment-order-1', 'completed')")
+
+    def get_conn():
+        return psycopg.connect(PG_URL, options=f"-c search_path={schema}")
+
+    try:
+        with pytest.raises(OriginalRecordsFound, match="1 records of the original"):
+            Sentinel(get_conn=get_conn)
+        conn = get_conn()
+        with pytest.raises(OriginalRecordsFound):
+            init_db(conn)
+        conn.close()
+        s = Sentinel(get_conn=get_conn, ignore_original_records=True)
+        assert s.once(f"k-{uuid.uuid4().hex}", lambda: 1).success
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -82,16 +82,54 @@ def url_from_connection(conn: Any) -> str:
     return f"postgres://{auth}{host}:{info.port}/{dbname}{tail}"
 
 
+def original_records(conn: Any) -> int:
+    """How many records of the original Sentinel (0.5, table ``sentinel_leases`` on the
+    connection's search path) the database holds; 0 when there is no such table."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('sentinel_leases') IS NOT NULL")
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return 0
+            cur.execute("SELECT count(*) FROM sentinel_leases")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001 - an autocommit connection
+            pass
+
+
+def refuse_original_records(conn: Any) -> None:
+    """Raises ``OriginalRecordsFound`` when the original's records are there."""
+    from .errors import OriginalRecordsFound
+
+    n = original_records(conn)
+    if n:
+        raise OriginalRecordsFound(
+            f"this database holds {n} records of the original Sentinel (table sentinel_leases); "
+            "this engine keeps its own tables and does not read them, so their completed keys "
+            "would run again. Check them, then pass ignore_original_records=True"
+        )
+
+
 def resolve_url(
-    get_conn: Optional[Callable[[], Any]], url: Optional[str], owns_connection: bool = True
+    get_conn: Optional[Callable[[], Any]],
+    url: Optional[str],
+    owns_connection: bool = True,
+    ignore_original_records: bool = False,
 ) -> str:
-    """The URL a Sentinel works on: ``url=``, else derived once from ``get_conn()``."""
+    """The URL a Sentinel works on: ``url=``, else derived once from ``get_conn()`` (refusing
+    a database that still holds the original Sentinel's records, unless told to ignore them)."""
     if url is not None:
         return url
     if get_conn is None:
         raise ValueError("No database connection provider found: pass get_conn= or url=.")
     conn = get_conn()
     try:
+        if not ignore_original_records:
+            refuse_original_records(conn)
         return url_from_connection(conn)
     finally:
         if owns_connection:

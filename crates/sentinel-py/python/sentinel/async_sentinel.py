@@ -36,6 +36,28 @@ async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
 
+async def _refuse_original_records(conn: Any) -> None:
+    """``refuse_original_records`` for a connection that may be a psycopg AsyncConnection."""
+    if not inspect.iscoroutinefunction(getattr(conn, "execute", None)):
+        await _off_loop(_engine.refuse_original_records, conn)
+        return
+    from .errors import OriginalRecordsFound
+
+    cur = await conn.execute("SELECT to_regclass('sentinel_leases') IS NOT NULL")
+    exists = (await cur.fetchone() or [False])[0]
+    n = 0
+    if exists:
+        cur = await conn.execute("SELECT count(*) FROM sentinel_leases")
+        n = int((await cur.fetchone() or [0])[0])
+    await conn.rollback()
+    if n:
+        raise OriginalRecordsFound(
+            f"this database holds {n} records of the original Sentinel (table sentinel_leases); "
+            "this engine keeps its own tables and does not read them, so their completed keys "
+            "would run again. Check them, then pass ignore_original_records=True"
+        )
+
+
 class AsyncSentinel:
     """The original's ``AsyncSentinel``: ``get_conn`` may be an async function returning a
     psycopg ``AsyncConnection`` (or a plain one); or pass ``url=``. The URL is derived on first
@@ -50,6 +72,7 @@ class AsyncSentinel:
         url: Optional[str] = None,
         schema: Optional[str] = None,
         owns_connection: bool = True,
+        ignore_original_records: bool = False,
     ) -> None:
         if get_conn is None and url is None:
             raise ValueError("No database connection provider found: pass get_conn= or url=.")
@@ -57,6 +80,7 @@ class AsyncSentinel:
         self.namespace = namespace or "default"
         self.get_conn = get_conn
         self.owns_connection = owns_connection
+        self.ignore_original_records = ignore_original_records
         self.url = url
         self.schema = schema
         self.reconcile = AsyncReconcile(self._engine, self.namespace)
@@ -68,6 +92,8 @@ class AsyncSentinel:
             if inspect.isawaitable(conn):
                 conn = await conn
             try:
+                if not self.ignore_original_records:
+                    await _refuse_original_records(conn)
                 self.url = _engine.url_from_connection(conn)
             finally:
                 if self.owns_connection:

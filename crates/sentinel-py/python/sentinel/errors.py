@@ -29,6 +29,12 @@ class NotRecorded(_NativeNotRecorded):
         self.fencing_token = fencing_token
 
 
+class OriginalRecordsFound(SentinelError):
+    """The database still holds records of the original Sentinel (table ``sentinel_leases``).
+    This engine keeps its own tables and does not read those: their completed keys would run
+    again. Review them first; pass ``ignore_original_records=True`` once they may be ignored."""
+
+
 class RecordedFailure(SentinelError):
     """A failure recorded under ``on_failure="record"``, replayed: ``error`` is what was stored
     (``{"type": ..., "message": ...}``)."""
@@ -49,4 +55,5 @@ __all__ = [
     "NotFound",
     "ShuttingDown",
     "RecordedFailure",
+    "OriginalRecordsFound",
 ]

@@ -24,7 +24,9 @@ class Sentinel:
     ``get_conn`` is a callable returning a psycopg 3 connection (the URL is derived from it
     once, and the connection closed when ``owns_connection``); or pass ``url=`` — ``postgres://``,
     ``sqlite://path`` or ``memory:``. ``schema=`` names the PostgreSQL schema (default
-    ``sentinel``).
+    ``sentinel``). A database reached through ``get_conn`` that still holds the original
+    package's records (``sentinel_leases``) is refused with ``OriginalRecordsFound``: their keys
+    would run again here. ``ignore_original_records=True`` once they have been reviewed.
     """
 
     def __init__(
@@ -36,12 +38,13 @@ class Sentinel:
         *,
         url: Optional[str] = None,
         schema: Optional[str] = None,
+        ignore_original_records: bool = False,
     ) -> None:
         self.default_ttl_ms = default_ttl_ms
         self.namespace = namespace or "default"
         self.owns_connection = owns_connection
         self.get_conn = get_conn
-        self.url = _engine.resolve_url(get_conn, url, owns_connection)
+        self.url = _engine.resolve_url(get_conn, url, owns_connection, ignore_original_records)
         self.schema = schema
         self._engine()  # connect now: a bad URL or an unreachable store fails here
         self.reconcile = Reconcile(self._engine, self.namespace)

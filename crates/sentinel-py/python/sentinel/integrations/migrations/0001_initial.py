@@ -6,8 +6,27 @@ from django.db import migrations
 
 def forward(apps, schema_editor):
     import sentinel
+    from django.conf import settings
     from sentinel.integrations.django import database_url, schema
 
+    # The original package's Django app kept its records in sentinel_leases: they are not read
+    # here, so their completed keys would run again. Refuse until someone has reviewed them.
+    ignore = (getattr(settings, "SENTINEL", None) or {}).get("IGNORE_ORIGINAL_RECORDS", False)
+    if not ignore:
+        with schema_editor.connection.cursor() as cur:
+            cur.execute("SELECT to_regclass('sentinel_leases') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("SELECT count(*) FROM sentinel_leases")
+                n = cur.fetchone()[0]
+                if n:
+                    from sentinel.errors import OriginalRecordsFound
+
+                    raise OriginalRecordsFound(
+                        f"this database holds {n} records of the original Sentinel (table "
+                        "sentinel_leases); this engine does not read them, so their completed "
+                        "keys would run again. Check them, then set "
+                        "SENTINEL = {'IGNORE_ORIGINAL_RECORDS': True}"
+                    )
     sentinel.init_db(database_url(schema_editor.connection.alias), schema=schema())
 
 
