@@ -11,6 +11,49 @@ use tokio::sync::Notify;
 
 use crate::{Event, FencingToken, Owner, Record, State, StoreError, StoredResult, UncertainReason};
 
+/// [`Store::claim_many`] one request at a time through `store.claim` (the trait's default, and
+/// what a decorator uses to make batches see its own `claim`). An error after some claims
+/// committed is ambiguous: the failure must not read as "nothing happened", or their callers
+/// would never run what they own.
+///
+/// # Errors
+///
+/// The first claim's error as it is; a later one as [`StoreErrorKind::Ambiguous`](crate::StoreErrorKind).
+pub async fn claim_each<S: Store + ?Sized>(
+    store: &S,
+    requests: &[ClaimRequest],
+) -> Result<Vec<ClaimResponse>, StoreError> {
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        match store.claim(r).await {
+            Ok(response) => out.push(response),
+            Err(e) if !out.is_empty() => {
+                return Err(StoreError::ambiguous(format!(
+                    "claim batch stopped part-way: {e}"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// [`Store::complete_many`] one completion at a time through `store.complete`.
+///
+/// # Errors
+///
+/// The first completion's error.
+pub async fn complete_each<S: Store + ?Sized>(
+    store: &S,
+    completions: &[Completion],
+) -> Result<Vec<Write>, StoreError> {
+    let mut out = Vec::with_capacity(completions.len());
+    for c in completions {
+        out.push(store.complete(c).await?);
+    }
+    Ok(out)
+}
+
 /// The future a [`Store`] method returns (what `#[async_trait]` expands an `async fn` to);
 /// [`forward_store!`](crate::forward_store) writes forwarding methods in this form.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -273,21 +316,7 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         &self,
         requests: &[ClaimRequest],
     ) -> Result<Vec<ClaimResponse>, StoreError> {
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            match self.claim(r).await {
-                Ok(response) => out.push(response),
-                // Earlier claims of the batch committed: the failure must not read as "nothing
-                // happened", or their callers would never run what they own.
-                Err(e) if !out.is_empty() => {
-                    return Err(StoreError::ambiguous(format!(
-                        "claim batch stopped part-way: {e}"
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        claim_each(self, requests).await
     }
 
     /// Extends the lease of each running execution whose token matches and whose lease is still
@@ -302,11 +331,7 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Stores several completions in one atomic step where the store can; answers in input
     /// order, each exactly as [`Store::complete`] would. The default completes them one by one.
     async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {
-        let mut out = Vec::with_capacity(completions.len());
-        for c in completions {
-            out.push(self.complete(c).await?);
-        }
-        Ok(out)
+        complete_each(self, completions).await
     }
 
     /// Removes a running execution whose token matches and whose lease is still alive (policy

@@ -174,28 +174,12 @@ impl Store for FaultStore {
         &self,
         requests: &[ClaimRequest],
     ) -> Result<Vec<ClaimResponse>, StoreError> {
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            match self.claim(r).await {
-                Ok(response) => out.push(response),
-                Err(e) if !out.is_empty() => {
-                    return Err(StoreError::ambiguous(format!(
-                        "claim batch stopped part-way: {e}"
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        sentinel_core::store::claim_each(self, requests).await
     }
 
     /// One by one through [`FaultStore::complete`].
     async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {
-        let mut out = Vec::with_capacity(completions.len());
-        for c in completions {
-            out.push(self.complete(c).await?);
-        }
-        Ok(out)
+        sentinel_core::store::complete_each(self, completions).await
     }
 
     async fn release(

@@ -101,17 +101,22 @@ def original_records(conn: Any) -> int:
             pass
 
 
-def refuse_original_records(conn: Any) -> None:
-    """Raises ``OriginalRecordsFound`` when the original's records are there."""
+def original_records_found(n: int, how_to_ignore: str = "pass ignore_original_records=True") -> Exception:
+    """The error for a database holding ``n`` of the original Sentinel's records."""
     from .errors import OriginalRecordsFound
 
+    return OriginalRecordsFound(
+        f"this database holds {n} records of the original Sentinel (table sentinel_leases); "
+        "this engine keeps its own tables and does not read them, so their completed keys "
+        f"would run again. Check them, then {how_to_ignore}"
+    )
+
+
+def refuse_original_records(conn: Any) -> None:
+    """Raises ``OriginalRecordsFound`` when the original's records are there."""
     n = original_records(conn)
     if n:
-        raise OriginalRecordsFound(
-            f"this database holds {n} records of the original Sentinel (table sentinel_leases); "
-            "this engine keeps its own tables and does not read them, so their completed keys "
-            "would run again. Check them, then pass ignore_original_records=True"
-        )
+        raise original_records_found(n)
 
 
 def resolve_url(

@@ -41,8 +41,6 @@ async def _refuse_original_records(conn: Any) -> None:
     if not inspect.iscoroutinefunction(getattr(conn, "execute", None)):
         await _off_loop(_engine.refuse_original_records, conn)
         return
-    from .errors import OriginalRecordsFound
-
     cur = await conn.execute("SELECT to_regclass('sentinel_leases') IS NOT NULL")
     exists = (await cur.fetchone() or [False])[0]
     n = 0
@@ -51,11 +49,7 @@ async def _refuse_original_records(conn: Any) -> None:
         n = int((await cur.fetchone() or [0])[0])
     await conn.rollback()
     if n:
-        raise OriginalRecordsFound(
-            f"this database holds {n} records of the original Sentinel (table sentinel_leases); "
-            "this engine keeps its own tables and does not read them, so their completed keys "
-            "would run again. Check them, then pass ignore_original_records=True"
-        )
+        raise _engine.original_records_found(n)
 
 
 class AsyncSentinel:

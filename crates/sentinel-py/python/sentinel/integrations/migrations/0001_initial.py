@@ -19,13 +19,10 @@ def forward(apps, schema_editor):
                 cur.execute("SELECT count(*) FROM sentinel_leases")
                 n = cur.fetchone()[0]
                 if n:
-                    from sentinel.errors import OriginalRecordsFound
+                    from sentinel._engine import original_records_found
 
-                    raise OriginalRecordsFound(
-                        f"this database holds {n} records of the original Sentinel (table "
-                        "sentinel_leases); this engine does not read them, so their completed "
-                        "keys would run again. Check them, then set "
-                        "SENTINEL = {'IGNORE_ORIGINAL_RECORDS': True}"
+                    raise original_records_found(
+                        n, "set SENTINEL = {'IGNORE_ORIGINAL_RECORDS': True}"
                     )
     sentinel.init_db(database_url(schema_editor.connection.alias), schema=schema())
 
