@@ -559,12 +559,26 @@ impl Execution {
     }
 }
 
+/// Checks that `url` names a store this build can open, without connecting to it.
+#[pyfunction]
+fn check_url(url: &str) -> PyResult<()> {
+    let scheme = sentinel::Scheme::parse(url).map_err(to_py)?;
+    if scheme.is_available() {
+        Ok(())
+    } else {
+        Err(InvalidInput::new_err(format!(
+            "this build cannot open {scheme:?} stores"
+        )))
+    }
+}
+
 /// The native module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Engine>()?;
     m.add_class::<Execution>()?;
+    m.add_function(wrap_pyfunction!(check_url, m)?)?;
     m.add("SentinelError", py.get_type::<SentinelError>())?;
     m.add("StoreUnavailable", py.get_type::<StoreUnavailable>())?;
     m.add("InvalidInput", py.get_type::<InvalidInput>())?;

@@ -1,6 +1,8 @@
 """AsyncSentinel: the same contract on an asyncio event loop, which it never blocks."""
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -99,3 +101,50 @@ def test_an_exception_leaves_the_key_uncertain_and_the_operator_settles_it(store
         return await s.once("x", charge)
 
     assert run(main()).response == {"ok": True}
+
+
+def test_waiting_calls_leave_the_default_executor_to_the_application(store):
+    """``wait=`` calls run on Sentinel's own threads: more of them than the loop's default
+    executor has threads still leave it free, and all of them replay once the key settles."""
+    url, schema = store
+
+    async def scenario():
+        s = AsyncSentinel(url=url, schema=schema)
+        started, finish = asyncio.Event(), asyncio.Event()
+
+        async def slow():
+            started.set()
+            await finish.wait()
+            return "paid"
+
+        owner = asyncio.ensure_future(s.once("slow", slow))
+        await started.wait()
+        waiters = [asyncio.ensure_future(s.once("slow", lambda: pytest.fail("ran twice"), wait=30)) for _ in range(12)]
+        # Each waiter blocks one of Sentinel's threads (the pool grows a thread per blocked call).
+        deadline = time.monotonic() + 10
+        while sum(t.name.startswith("sentinel-async") for t in threading.enumerate()) < 12:
+            assert time.monotonic() < deadline, "the waits did not move to Sentinel's own threads"
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: "free"), timeout=10) == "free"
+        finish.set()
+        assert (await owner).response == "paid"
+        replays = await asyncio.wait_for(asyncio.gather(*waiters), timeout=30)
+        assert all(r.cached and r.response == "paid" for r in replays)
+
+    asyncio.run(scenario())
+
+
+def test_await_reconcile_returns_the_operators_token(store):
+    url, schema = store
+
+    async def scenario():
+        s = AsyncSentinel(url=url, schema=schema)
+        failed = await s.once("broken", lambda: 1 / 0)
+        assert failed.uncertain
+        token = await s.reconcile("broken", reason="checked the ledger")
+        assert token > failed.fencing_token
+        assert (await s.reconcile.reset("broken")).success
+        assert (await s.once("broken", lambda: "ran")).response == "ran"
+
+    asyncio.run(scenario())

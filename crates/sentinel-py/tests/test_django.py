@@ -29,8 +29,8 @@ def project_db():
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def run(db, *args, code=None):
-    env = dict(os.environ, SENTINEL_DJANGO_DB=db, DJANGO_SETTINGS_MODULE="project.settings")
+def run(db, *args, code=None, **env_vars):
+    env = dict(os.environ, SENTINEL_DJANGO_DB=db, DJANGO_SETTINGS_MODULE="project.settings", **env_vars)
     command = [sys.executable, *(["-c", code] if code else ["manage.py", *args])]
     return subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
 
@@ -78,8 +78,36 @@ def test_migrate_refuses_a_database_holding_the_originals_records(project_db):
     import psycopg
 
     with psycopg.connect(PG_URL.rsplit("/", 1)[0] + "/" + project_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE sentinel_leases (key text PRIMARY KEY, status text)")
+        conn.execute("CREATE TABLE sentinel_leases (key text PRIMARY KEY, status text, execution_result jsonb)")
         conn.execute("INSERT INTO sentinel_leases VALUES ('payment-order-1', 'completed')")
     refused = run(project_db, "migrate", "--noinput")
     assert refused.returncode != 0
     assert "1 records of the original Sentinel" in refused.stderr
+    # Carried over, the completed payment replays and the migration goes through.
+    imported = run(project_db, "sentinel", "import-original")
+    assert imported.returncode == 0 and "completed 1," in imported.stdout, imported.stderr
+    assert run(project_db, "migrate", "--noinput").returncode == 0
+    shown = run(project_db, "sentinel", "inspect", "payment-order-1")
+    assert shown.returncode == 0 and '"state": "completed"' in shown.stdout, shown.stderr
+
+
+TASKS_CODE = """
+import django
+django.setup()
+from project.tasks import charge
+first, again = charge(7), charge(7)
+assert first.success and not first.cached and again.cached, (first, again)
+print(first.response)
+"""
+
+
+def test_a_unix_socket_host_and_a_module_level_instance_work(project_db):
+    """HOST="" (libpq's default socket) reaches the same server; the project's URLconf imports a
+    module-level DjangoSentinel, which must not touch the database before migrate ran."""
+    migrated = run(project_db, "migrate", "--noinput", SENTINEL_DJANGO_HOST="")
+    assert migrated.returncode == 0, migrated.stderr
+    app = run(project_db, code=TASKS_CODE, SENTINEL_DJANGO_HOST="")
+    assert app.returncode == 0 and "{'charged': 7}" in app.stdout, app.stderr
+    # The record is in the project's database, whichever way it was reached.
+    shown = run(project_db, "sentinel", "--namespace", "shop", "inspect", "charge-7")
+    assert shown.returncode == 0 and "completed" in shown.stdout, shown.stderr

@@ -123,13 +123,145 @@ def test_a_database_with_the_originals_records_is_refused_until_reviewed():
 
     try:
         with pytest.raises(OriginalRecordsFound, match="1 records of the original"):
-            Sentinel(get_conn=get_conn)
+            Sentinel(get_conn=get_conn).once("payment-order-1", lambda: pytest.fail("ran again"))
         conn = get_conn()
         with pytest.raises(OriginalRecordsFound):
             init_db(conn)
         conn.close()
         s = Sentinel(get_conn=get_conn, ignore_original_records=True)
         assert s.once(f"k-{uuid.uuid4().hex}", lambda: 1).success
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_the_constructor_never_connects_and_the_url_is_derived_once():
+    """A module-level Sentinel (the original's usage) imports with the database down; the first
+    call derives the URL, later calls reuse it."""
+    from sentinel import Sentinel
+
+    opened = []
+
+    def get_conn():
+        opened.append(1)
+        return psycopg.connect(PG_URL)
+
+    s = Sentinel(get_conn=get_conn)
+    assert opened == []
+    key = f"lazy-{uuid.uuid4().hex}"
+    assert s.once(key, lambda: 1).success
+    assert s.once(key, lambda: pytest.fail("ran again")).cached
+    assert opened == [1]
+
+
+def test_the_originals_operator_objects_take_its_get_conn():
+    """``Reconcile(get_conn, namespace)`` / ``AsyncReconcile(get_conn, namespace)``, as the
+    original made them, and ``sentinel.logging`` / ``heartbeat_config.get_manager``."""
+    from sentinel import Sentinel
+    from sentinel.async_reconcilliation import AsyncReconcile
+    from sentinel.heartbeat_config import get_manager
+    from sentinel.logging import logger
+    from sentinel.reconciliation import Reconcile
+
+    assert logger.name == "sentinel"
+    assert get_manager() is get_manager(lambda: None)
+    s = Sentinel(get_conn=lambda: psycopg.connect(PG_URL), namespace="ops")
+    key = f"op-{uuid.uuid4().hex}"
+    assert s.once(key, lambda: 1 / 0).uncertain
+    sync = Reconcile(lambda: psycopg.connect(PG_URL), namespace="ops")
+    assert sync.reconcile(key).success
+    assert sync.force_complete(key, '{"done": true}').success
+    assert s.once(key, lambda: pytest.fail("ran again")).response == {"done": True}
+
+    other = f"op-{uuid.uuid4().hex}"
+    assert s.once(other, lambda: 1 / 0).uncertain
+
+    async def operate():
+        async def get_conn():
+            return await psycopg.AsyncConnection.connect(PG_URL)
+
+        r = AsyncReconcile(get_conn, namespace="ops")
+        assert (await r.reconcile(other)).success
+        assert (await r.reset(other)).success
+
+    asyncio.run(operate())
+    assert s.once(other, lambda: "ran").response == "ran"
+
+
+def test_sen_inspects_and_shows_history(tmp_path):
+    """The original's ``sen`` command, reading DATABASE_URL."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sentinel import Sentinel
+
+    sen = Path(sys.executable).parent / "sen"
+    assert sen.exists() or shutil.which("sen"), "the sen console script is installed with the package"
+    url = f"sqlite://{tmp_path}/sen.db"
+    assert Sentinel(url=url).once("payment-order-789", lambda: {"ok": True}).success
+    env = dict(os.environ, DATABASE_URL=url)
+    shown = subprocess.run([str(sen), "inspect", "payment-order-789"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "status:           completed" in shown.stdout and "{'ok': True}" in shown.stdout
+    history = subprocess.run([str(sen), "history", "payment-order-789", "--limit", "20"], env=env, capture_output=True, text=True, timeout=60)
+    assert history.returncode == 0, history.stderr
+    assert "(2 events)" in history.stdout and "completed" in history.stdout
+    missing = subprocess.run([str(sen), "inspect", "nope"], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 0 and "No lease found for key: nope" in missing.stdout
+    unset = subprocess.run([str(sen), "inspect", "k"], env={k: v for k, v in env.items() if k != "DATABASE_URL"}, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert unset.returncode == 1 and "No DATABASE_URL found" in unset.stderr
+
+
+def test_import_original_carries_its_records_over():
+    """Completed records replay with their result (nothing runs again), executing and
+    reconciling ones are uncertain, claimed-but-not-started ones run; the table is renamed and
+    the database is no longer refused."""
+    from sentinel import Sentinel, import_original
+
+    schema = "orig_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(
+            f"CREATE TABLE {schema}.sentinel_leases (key text PRIMARY KEY, owner_id text NOT NULL, "
+            "lease_expires_at timestamptz NOT NULL, execution_result jsonb, status text NOT NULL, "
+            "fencing_token bigint NOT NULL DEFAULT 1)"
+        )
+        rows = [
+            ("payments:order-1", "completed", '{"payment_id": "pay_1"}'),
+            ("payments:order-2", "executing", None),
+            ("payments:order-3", "claimed", None),
+            ("report-9", "completed", None),
+            ("payments:order-4", "reconciling", None),
+        ]
+        for key, status, result in rows:
+            admin.execute(
+                f"INSERT INTO {schema}.sentinel_leases VALUES (%s, 'w', now(), %s, %s)", (key, result, status)
+            )
+
+    def get_conn():
+        return psycopg.connect(PG_URL, options=f"-c search_path={schema}")
+
+    try:
+        conn = get_conn()
+        report = import_original(conn, namespaces=["payments"], schema=schema)
+        conn.close()
+        assert (report.completed, report.uncertain, report.not_started) == (2, 2, 1)
+        assert report.renamed_to and report.renamed_to.startswith("sentinel_leases_imported_")
+        # The database is no longer refused, and what the original did is not done again.
+        s = Sentinel(get_conn=get_conn, namespace="payments", schema=schema)
+        again = s.once("order-1", lambda: pytest.fail("a completed payment ran again"))
+        assert again.cached and again.response == {"payment_id": "pay_1"}
+        assert s.once("order-2", lambda: pytest.fail("an uncertain payment ran")).uncertain
+        assert s.once("order-4", lambda: pytest.fail("an uncertain payment ran")).uncertain
+        assert s.once("order-3", lambda: "ran").response == "ran"
+        plain = Sentinel(get_conn=get_conn, schema=schema)
+        assert plain.once("report-9", lambda: pytest.fail("ran again")).cached
+        # Again: nothing left to import.
+        conn = get_conn()
+        assert import_original(conn, schema=schema).completed == 0
+        conn.close()
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")

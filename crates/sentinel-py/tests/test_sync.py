@@ -383,3 +383,45 @@ def test_a_huge_failure_message_is_cut_not_lost(store):
         s.once("loud", loud, on_failure="record")
     assert replay.value.error["type"] == "ValueError"
     assert len(replay.value.error["message"]) <= 16 * 1024
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.once(42, lambda: 1), "key must be a str"),
+        (lambda s: s.once("k", "not callable"), "fn must be callable"),
+        (lambda s: s.once("k", lambda **kw: 1, kwargs=[1, 2]), "kwargs must be a dict"),
+        (lambda s: s.once("k", lambda: 1, ttl_ms="3000"), "ttl_ms must be a non-negative number"),
+        (lambda s: s.once("k", lambda: 1, ttl_ms=-5), "ttl_ms must be a non-negative number"),
+        (lambda s: s.once("k", lambda: 1, ttl_ms=float("nan")), "ttl_ms must be a non-negative number"),
+        (lambda s: s.once("k", lambda: 1, ttl_ms=True), "ttl_ms must be a non-negative number"),
+        (lambda s: s.once("k", lambda: 1, ttl_ms=10), "ttl"),
+        (lambda s: s.once("k", lambda: 1, hard_ttl_ms=[1]), "hard_ttl_ms must be"),
+        (lambda s: s.once("k", lambda: 1, on_failure=3), "on_failure must be a str"),
+        (lambda s: s.once("k", lambda: 1, fingerprint=3), "fingerprint must be bytes or str"),
+        (lambda s: s.once("k", lambda: 1, wait="long"), "wait must be a number"),
+        (lambda s: s.once("", lambda: 1), "key"),
+    ],
+)
+def test_bad_arguments_are_invalid_input_and_claim_nothing(store, call, message):
+    s = make(store)
+    with pytest.raises(sentinel.errors.InvalidInput, match=message):
+        call(s)
+    assert s.inspect("k") is None
+    assert s.once("k", lambda: "fine").response == "fine"
+
+
+def test_the_originals_number_forms_are_accepted(store):
+    """The original took any number of milliseconds and raised a hard ttl below the ttl to it."""
+    s = make(store)
+    r = s.once("floaty", lambda: 1, ttl_ms=1500.0, hard_ttl_ms=100)
+    assert r.success
+    record = s.inspect("floaty")
+    assert record is not None and record.state == "completed"
+
+
+def test_a_bad_url_fails_at_construction_without_connecting():
+    with pytest.raises(sentinel.errors.InvalidInput, match="unknown database URL"):
+        Sentinel(url="mysql://nope")
+    with pytest.raises(ValueError, match="get_conn= or url="):
+        Sentinel()

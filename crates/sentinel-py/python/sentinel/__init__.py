@@ -7,6 +7,7 @@ from .async_sentinel import AsyncSentinel
 from .db import async_init_db, init_db
 from .errors import SentinelError
 from .execution import current_execution
+from .importer import ImportReport, import_original
 from .result import OnceResult, OperationResult
 from .sentinel import Sentinel
 
@@ -16,6 +17,8 @@ __all__ = [
     "init_db",
     "async_init_db",
     "current_execution",
+    "import_original",
+    "ImportReport",
     "OnceResult",
     "OperationResult",
     "SentinelError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import quote
 
@@ -12,14 +13,21 @@ from . import _native
 _lock = threading.Lock()
 _engines: Dict[Tuple[str, Optional[str]], _native.Engine] = {}
 _pid = os.getpid()
+_executor: Optional[ThreadPoolExecutor] = None
+
+#: Threads AsyncSentinel's store work runs on (waits included): its own pool, so that
+#: ``once(..., wait=...)`` calls never take the event loop's default executor from the
+#: application, and many of them wait side by side.
+EXECUTOR_THREADS = 64
 
 
 def _after_fork_in_child() -> None:
-    """The parent's engines have no threads here, and the lock may have been held at fork():
-    start over (the old engines are dropped, never shut down, from the child)."""
-    global _lock, _pid
+    """The parent's engines and executor have no threads here, and the lock may have been held
+    at fork(): start over (the old engines are dropped, never shut down, from the child)."""
+    global _lock, _pid, _executor
     _lock = threading.Lock()
     _engines.clear()
+    _executor = None
     _pid = os.getpid()
 
 
@@ -34,6 +42,10 @@ def engine(url: str, schema: Optional[str] = None) -> _native.Engine:
     rebuilt in the child.
     """
     global _pid
+    if os.getpid() == _pid:
+        found = _engines.get((url, schema))  # the common case: no lock
+        if found is not None:
+            return found
     with _lock:
         if os.getpid() != _pid:
             _engines.clear()
@@ -43,6 +55,25 @@ def engine(url: str, schema: Optional[str] = None) -> _native.Engine:
             found = _native.Engine(url, pg_schema=schema)
             _engines[(url, schema)] = found
         return found
+
+
+def cached(url: Optional[str], schema: Optional[str] = None) -> Optional[_native.Engine]:
+    """The process's engine for ``url``, if it was made already (never connects)."""
+    if url is None or os.getpid() != _pid:
+        return None
+    return _engines.get((url, schema))
+
+
+def executor() -> ThreadPoolExecutor:
+    """The pool AsyncSentinel's store work runs on, made on first use (and again after fork)."""
+    global _executor
+    found = _executor
+    if found is None:
+        with _lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="sentinel-async")
+            found = _executor
+    return found
 
 
 def shutdown_all() -> None:
@@ -108,7 +139,8 @@ def original_records_found(n: int, how_to_ignore: str = "pass ignore_original_re
     return OriginalRecordsFound(
         f"this database holds {n} records of the original Sentinel (table sentinel_leases); "
         "this engine keeps its own tables and does not read them, so their completed keys "
-        f"would run again. Check them, then {how_to_ignore}"
+        "would run again. Carry them over with sentinel.import_original(conn, namespaces=[...]) "
+        f"(it renames the table afterwards), or check them, then {how_to_ignore}"
     )
 
 

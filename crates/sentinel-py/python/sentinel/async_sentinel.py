@@ -18,6 +18,7 @@ from .async_reconciliation import AsyncReconcile
 from .execution import CurrentExecution, _current
 from .result import OnceResult
 from .sentinel import (
+    _millis,
     begin_options,
     completed,
     encode,
@@ -31,9 +32,9 @@ from .sentinel import (
 
 
 async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs blocking store work on a worker thread."""
+    """Runs blocking store work on one of Sentinel's own worker threads."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+    return await loop.run_in_executor(_engine.executor(), functools.partial(fn, *args, **kwargs))
 
 
 async def _refuse_original_records(conn: Any) -> None:
@@ -62,15 +63,17 @@ class AsyncSentinel:
         get_conn: Optional[Callable[[], Any]] = None,
         default_ttl_ms: int = 3000,
         namespace: Optional[str] = None,
+        owns_connection: bool = True,
         *,
         url: Optional[str] = None,
         schema: Optional[str] = None,
-        owns_connection: bool = True,
         ignore_original_records: bool = False,
     ) -> None:
         if get_conn is None and url is None:
             raise ValueError("No database connection provider found: pass get_conn= or url=.")
-        self.default_ttl_ms = default_ttl_ms
+        if url is not None:
+            _native.check_url(url)
+        self.default_ttl_ms = _millis("default_ttl_ms", default_ttl_ms)
         self.namespace = namespace or "default"
         self.get_conn = get_conn
         self.owns_connection = owns_connection
@@ -97,6 +100,9 @@ class AsyncSentinel:
         return self.url
 
     async def _engine(self) -> "_native.Engine":
+        found = _engine.cached(self.url, self.schema)
+        if found is not None:
+            return found
         url = await self._resolve_url()
         return await _off_loop(_engine.engine, url, self.schema)
 
@@ -116,10 +122,10 @@ class AsyncSentinel:
     ) -> OnceResult:
         """Awaits ``fn(**kwargs)`` at most once for ``key``; the same results as
         ``Sentinel.once``."""
-        engine = await self._engine()
         options = begin_options(
-            self, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
+            self, key, fn, kwargs, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
         )
+        engine = await self._engine()
         # Shielded: should this task be cancelled while the claim is in flight, the claim still
         # lands, and what it acquired is released (fn never ran) rather than left uncertain.
         claim = asyncio.ensure_future(_off_loop(engine.begin, key, **options))
@@ -134,7 +140,7 @@ class AsyncSentinel:
             result = settled(begun, self.reconcile)
         else:
             result = await self._run(begun, fn, kwargs or {})
-        return typed(result, result_type)
+        return result if result_type is None else typed(result, result_type)
 
     async def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
         marker = _current.set(

@@ -26,5 +26,5 @@ async def async_init_db(conn_or_url: Any, schema: Optional[str] = None) -> None:
 
     url = conn_or_url if isinstance(conn_or_url, str) else _engine.url_from_connection(conn_or_url)
     loop = asyncio.get_running_loop()
-    engine = await loop.run_in_executor(None, _engine.engine, url, schema)
-    await loop.run_in_executor(None, engine.migrate)
+    engine = await loop.run_in_executor(_engine.executor(), _engine.engine, url, schema)
+    await loop.run_in_executor(_engine.executor(), engine.migrate)

@@ -7,6 +7,7 @@ import json
 import socket
 from typing import Any, Optional
 
+from . import _engine as _engines
 from . import _native
 from .result import OperationResult
 
@@ -22,15 +23,28 @@ def _actor() -> str:
 class Reconcile:
     """Operator actions on one namespace's keys, as the original offered them."""
 
-    def __init__(self, engine: Any, namespace: str = "default") -> None:
+    def __init__(self, engine: Any, namespace: Optional[str] = "default") -> None:
         # An engine, or a callable returning the process's current one (so that after fork()
-        # or shutdown_manager() a fresh engine is used, never a dead one).
+        # or shutdown_manager() a fresh engine is used, never a dead one) — or, as the original
+        # was made, ``Reconcile(get_conn, namespace)`` with a psycopg connection factory.
         self._get = engine if callable(engine) else (lambda: engine)
-        self.namespace = namespace
+        self.namespace = namespace or "default"
         self.last_token: Optional[int] = None
 
     @property
     def _engine(self) -> "_native.Engine":
+        got = self._get()
+        if isinstance(got, _native.Engine):
+            return got
+        # The original's get_conn: the engine for the server the connection names, from now on.
+        try:
+            url = _engines.url_from_connection(got)
+        finally:
+            try:
+                got.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._get = lambda: _engines.engine(url)
         return self._get()
 
     def __call__(self, key: str, reason: Optional[str] = None, force: bool = False) -> int:

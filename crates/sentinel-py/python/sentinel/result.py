@@ -54,3 +54,45 @@ class OnceResult:
             f"cached={self.cached!r}, execution_alive={self.execution_alive!r}, "
             f"uncertain={self.uncertain!r}, reason={self.reason!r})"
         )
+
+
+class InspectResult:
+    """The original's view of one lease (``sentinel.core.inspect`` returned it); ``Sentinel.inspect``
+    returns the richer ``sentinel.records.Record``, and ``InspectResult.from_record`` converts."""
+
+    def __init__(
+        self,
+        key: str,
+        owner_id: Optional[str],
+        fencing_token: int,
+        status: str,
+        lease_alive: bool,
+        lease_expires_at: Any,
+        lease_updated_at: Any,
+        hard_expires_at: Any,
+        execution_result: Any = None,
+    ) -> None:
+        self.key = key
+        self.owner_id = owner_id
+        self.fencing_token = fencing_token
+        self.status = status
+        self.lease_alive = lease_alive
+        self.lease_expires_at = lease_expires_at
+        self.lease_updated_at = lease_updated_at
+        self.hard_expires_at = hard_expires_at
+        self.execution_result = execution_result
+
+    @classmethod
+    def from_record(cls, record: Any) -> "InspectResult":
+        """The original's shape of a ``Record``."""
+        return cls(
+            record.key,
+            record.owner,
+            record.fencing_token,
+            record.state,
+            record.state == "running",
+            record.lease_expires_at,
+            record.updated_at,
+            record.hard_expires_at,
+            record.result,
+        )

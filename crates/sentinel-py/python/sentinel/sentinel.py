@@ -6,6 +6,9 @@ import functools
 import inspect
 import json
 import logging
+import numbers
+import threading
+from collections.abc import Mapping
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _engine, _native
@@ -40,14 +43,35 @@ class Sentinel:
         schema: Optional[str] = None,
         ignore_original_records: bool = False,
     ) -> None:
-        self.default_ttl_ms = default_ttl_ms
-        self.namespace = namespace or "default"
-        self.owns_connection = owns_connection
+        if get_conn is None and url is None:
+            raise ValueError("No database connection provider found: pass get_conn= or url=.")
+        if url is not None:
+            _native.check_url(url)  # a URL no store answers to fails here; nothing connects yet
         self.get_conn = get_conn
-        self.url = _engine.resolve_url(get_conn, url, owns_connection, ignore_original_records)
+        self.owns_connection = owns_connection
+        self.ignore_original_records = ignore_original_records
+        self._url = url
+        self._setup(default_ttl_ms, namespace, schema)
+
+    def _setup(self, default_ttl_ms: int, namespace: Optional[str], schema: Optional[str]) -> None:
+        self.default_ttl_ms = _millis("default_ttl_ms", default_ttl_ms)
+        self.namespace = namespace or "default"
         self.schema = schema
-        self._engine()  # connect now: a bad URL or an unreachable store fails here
+        self._url_lock = threading.Lock()
         self.reconcile = Reconcile(self._engine, self.namespace)
+
+    def _derive_url(self) -> str:
+        return _engine.resolve_url(self.get_conn, None, self.owns_connection, self.ignore_original_records)
+
+    @property
+    def url(self) -> str:
+        """The store's URL; derived from ``get_conn`` on first use (as the original, the
+        constructor never connects, so a module-level Sentinel imports with the database down)."""
+        if self._url is None:
+            with self._url_lock:
+                if self._url is None:
+                    self._url = self._derive_url()
+        return self._url
 
     def _engine(self) -> "_native.Engine":
         return _engine.engine(self.url, self.schema)
@@ -74,16 +98,15 @@ class Sentinel:
         default policy is in ``exception``; under ``on_failure="release"`` or ``"record"`` it is
         raised again after the key was settled.
         """
-        engine = self._engine()
         options = begin_options(
-            self, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
+            self, key, fn, kwargs, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
         )
-        begun = engine.begin(key, **options)
+        begun = self._engine().begin(key, **options)
         if isinstance(begun, dict):
-            result = self._settled(begun)
+            result = settled(begun, self.reconcile)
         else:
             result = self._run(begun, fn, kwargs or {})
-        return typed(result, result_type)
+        return result if result_type is None else typed(result, result_type)
 
     def once_fn(self, key: Callable[..., str], **options: Any) -> Callable[[Callable[..., Any]], Callable[..., OnceResult]]:
         """A decorator: ``@sentinel.once_fn(key=lambda order_id: f"charge-{order_id}")``. The
@@ -176,9 +199,6 @@ class Sentinel:
             execution.abandon("not_recorded")
             raise
         return completed(text, outcome)
-
-    def _settled(self, outcome: Dict[str, Any]) -> OnceResult:
-        return settled(outcome, self.reconcile)
 
 
 def settled(outcome: Dict[str, Any], reconcile: Any) -> OnceResult:
@@ -308,24 +328,61 @@ def warn_if_lease_lost(execution: "_native.Execution") -> None:
         )
 
 
+def _millis(name: str, value: Any) -> int:
+    """A number of milliseconds (an int, or a float as the original accepted), else
+    ``InvalidInput``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value or value < 0:
+        raise _native.InvalidInput(f"{name} must be a non-negative number of milliseconds, not {value!r}")
+    if value > 2**63:
+        raise _native.InvalidInput(f"{name} is too large: {value!r}")
+    return int(value)
+
+
+def _seconds(name: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _native.InvalidInput(f"{name} must be a number of seconds, not {value!r}")
+    return float(value)
+
+
 def begin_options(
     owner: Any,
-    ttl_ms: Optional[int],
-    hard_ttl_ms: Optional[int],
-    on_failure: str,
-    fingerprint: Union[bytes, str, None],
-    wait: Optional[float],
-    retain_for: Optional[float],
+    key: Any,
+    fn: Any,
+    kwargs: Any,
+    ttl_ms: Any,
+    hard_ttl_ms: Any,
+    on_failure: Any,
+    fingerprint: Any,
+    wait: Any,
+    retain_for: Any,
 ) -> Dict[str, Any]:
-    """The engine's ``begin`` options for one call of a (sync or async) Sentinel ``owner``."""
+    """Checks one call of a (sync or async) Sentinel ``owner`` — every bad argument is an
+    ``InvalidInput`` before anything is claimed — and gives the engine's ``begin`` options.
+
+    As in the original, a ``hard_ttl_ms`` shorter than the ttl is raised to it.
+    """
+    if not isinstance(key, str):
+        raise _native.InvalidInput(f"key must be a str, not {type(key).__name__}")
+    if not callable(fn):
+        raise _native.InvalidInput(f"fn must be callable, not {type(fn).__name__}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise _native.InvalidInput(f"kwargs must be a dict of keyword arguments, not {type(kwargs).__name__}")
+    if not isinstance(on_failure, str):
+        raise _native.InvalidInput(f"on_failure must be a str, not {type(on_failure).__name__}")
+    if fingerprint is not None and not isinstance(fingerprint, (bytes, str)):
+        raise _native.InvalidInput(f"fingerprint must be bytes or str, not {type(fingerprint).__name__}")
+    ttl = owner.default_ttl_ms if ttl_ms is None else _millis("ttl_ms", ttl_ms)
+    hard = None if hard_ttl_ms is None else max(_millis("hard_ttl_ms", hard_ttl_ms), ttl)
     return {
         "namespace": owner.namespace,
-        "ttl_ms": ttl_ms if ttl_ms is not None else owner.default_ttl_ms,
-        "hard_ttl_ms": hard_ttl_ms,
+        "ttl_ms": ttl,
+        "hard_ttl_ms": hard,
         "on_failure": on_failure,
         "fingerprint": fingerprint.encode() if isinstance(fingerprint, str) else fingerprint,
-        "wait_s": wait,
-        "retain_s": retain_for,
+        "wait_s": _seconds("wait", wait),
+        "retain_s": _seconds("retain_for", retain_for),
     }
 
 

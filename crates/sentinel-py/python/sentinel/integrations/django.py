@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 from urllib.parse import quote
 
+from .._engine import url_from_connection
 from ..sentinel import Sentinel
 
 
@@ -22,25 +23,39 @@ def _settings() -> Dict[str, Any]:
 
 def database_url(using: str = "default") -> str:
     """The URL of the store: ``SENTINEL["DATABASE_URL"]``, else the PostgreSQL database
-    ``DATABASES[using]`` describes."""
+    ``DATABASES[using]`` describes (its ``OPTIONS`` ``sslmode`` and ``connect_timeout`` too).
+    An empty or ``/…`` ``HOST`` is a Unix socket: its directory comes from Django's own
+    connection, as libpq resolved it."""
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
+    from django.db import connections
 
     configured = _settings().get("DATABASE_URL")
     if configured:
         return str(configured)
+    if using not in settings.DATABASES:
+        raise ImproperlyConfigured(f"Sentinel: there is no DATABASES[{using!r}]")
     db = settings.DATABASES[using]
-    if "postgresql" not in db.get("ENGINE", ""):
+    if connections[using].vendor != "postgresql":
         raise ImproperlyConfigured(
             f"Sentinel needs PostgreSQL: DATABASES[{using!r}] uses {db.get('ENGINE')!r}; "
             "set SENTINEL = {'DATABASE_URL': ...} to use another store"
         )
+    host = str(db.get("HOST") or "")
+    if not host or host.startswith("/"):
+        connection = connections[using]
+        connection.ensure_connection()
+        return url_from_connection(connection.connection)
     user = quote(str(db.get("USER") or ""), safe="")
     password = db.get("PASSWORD") or ""
     auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
-    host = db.get("HOST") or "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6
     port = db.get("PORT") or 5432
-    return f"postgres://{auth}{host}:{port}/{quote(str(db['NAME']), safe='')}"
+    options = db.get("OPTIONS") or {}
+    query = [f"{k}={quote(str(options[k]), safe='')}" for k in ("sslmode", "connect_timeout") if options.get(k)]
+    tail = f"?{'&'.join(query)}" if query else ""
+    return f"postgres://{auth}{host}:{port}/{quote(str(db['NAME']), safe='')}{tail}"
 
 
 def schema() -> Optional[str]:
@@ -50,13 +65,18 @@ def schema() -> Optional[str]:
 
 
 class DjangoSentinel(Sentinel):
-    """``DjangoSentinel(default_ttl_ms=3000, namespace=None, using="default")``."""
+    """``DjangoSentinel(default_ttl_ms=3000, namespace=None, using="default")``.
+
+    Nothing is read from the database when it is made (a module-level instance imports while
+    ``manage.py migrate`` has not run yet); the store is found on first use."""
 
     def __init__(self, default_ttl_ms: int = 3000, namespace: Optional[str] = None, using: str = "default") -> None:
         self.using = using
-        super().__init__(
-            default_ttl_ms=default_ttl_ms,
-            namespace=namespace,
-            url=database_url(using),
-            schema=schema(),
-        )
+        self.get_conn = None
+        self.owns_connection = False
+        self.ignore_original_records = True  # the migration checked, once, for the project
+        self._url = None
+        self._setup(default_ttl_ms, namespace, schema())
+
+    def _derive_url(self) -> str:
+        return database_url(self.using)

@@ -1,5 +1,5 @@
-"""``manage.py sentinel list|inspect|history|reconcile|resolve``: the operator's commands on the
-project's Sentinel store."""
+"""``manage.py sentinel list|inspect|history|reconcile|resolve|forget|prune|import-original``:
+the operator's commands on the project's Sentinel store."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ class Command(BaseCommand):
         fgt.add_argument("--reason")
         prn = sub.add_parser("prune", help="delete completed records whose retention passed")
         prn.add_argument("--older-than", type=float, help="seconds: also those completed that long ago")
+        imp = sub.add_parser("import-original", help="carry the original package's records (sentinel_leases) over")
+        imp.add_argument("--namespaces", default="", help="comma-separated namespace= values the original used")
 
     def handle(self, *args, **options):
         s = DjangoSentinel(namespace=options["namespace"], using=options["database"])
@@ -71,5 +73,21 @@ class Command(BaseCommand):
                 s.forget(options["key"], reason=options["reason"])
             elif action == "prune":
                 self.stdout.write(str(s.prune(options["older_than"])))
+            elif action == "import-original":
+                from django.db import connections
+
+                from sentinel import import_original
+
+                connection = connections[options["database"]]
+                connection.ensure_connection()
+                namespaces = [n for n in options["namespaces"].split(",") if n]
+                report = import_original(connection.connection, namespaces, url=s.url, schema=s.schema)
+                self.stdout.write(
+                    f"completed {report.completed}, uncertain {report.uncertain}, not started "
+                    f"{report.not_started}, already present {len(report.already_present)}, "
+                    f"refused {len(report.refused)}; table renamed to {report.renamed_to}"
+                )
+                for key, why in report.refused:
+                    self.stderr.write(f"refused {key}: {why}")
         except errors.SentinelError as e:
             raise CommandError(str(e)) from e
