@@ -265,3 +265,21 @@ def test_import_original_carries_its_records_over():
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_checking_for_the_originals_records_keeps_the_callers_transaction():
+    """init_db(conn) on a connection with uncommitted work of the caller's leaves it there."""
+    from sentinel import init_db
+
+    table = "app_" + uuid.uuid4().hex[:10]
+    conn = psycopg.connect(PG_URL)
+    try:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+        init_db(conn)
+        conn.commit()
+        with psycopg.connect(PG_URL) as other:
+            assert other.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+    finally:
+        conn.close()
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP TABLE IF EXISTS {table}")

@@ -425,3 +425,14 @@ def test_a_bad_url_fails_at_construction_without_connecting():
         Sentinel(url="mysql://nope")
     with pytest.raises(ValueError, match="get_conn= or url="):
         Sentinel()
+
+
+def test_a_coroutine_function_is_refused_before_a_claim(store):
+    s = make(store)
+
+    async def charge():
+        return 1
+
+    with pytest.raises(sentinel.errors.InvalidInput, match="AsyncSentinel"):
+        s.once("k", charge)
+    assert s.inspect("k") is None

@@ -116,6 +116,8 @@ def url_from_connection(conn: Any) -> str:
 def original_records(conn: Any) -> int:
     """How many records of the original Sentinel (0.5, table ``sentinel_leases`` on the
     connection's search path) the database holds; 0 when there is no such table."""
+    # Only a transaction this check opens is rolled back: the caller's own work stays.
+    idle_before = getattr(getattr(conn, "info", None), "transaction_status", 0) == 0
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('sentinel_leases') IS NOT NULL")
@@ -126,10 +128,11 @@ def original_records(conn: Any) -> int:
             row = cur.fetchone()
             return int(row[0]) if row else 0
     finally:
-        try:
-            conn.rollback()
-        except Exception:  # noqa: BLE001 - an autocommit connection
-            pass
+        if idle_before:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - an autocommit connection
+                pass
 
 
 def original_records_found(n: int, how_to_ignore: str = "pass ignore_original_records=True") -> Exception:

@@ -96,7 +96,13 @@ def import_original(
             report.already_present.append((namespace, name))
             continue
         if status == "completed":
-            begun.complete(result if result is not None else json.dumps(None))
+            try:
+                begun.complete(result if result is not None else json.dumps(None))
+            except (_native.NotRecorded, _native.InvalidInput) as e:
+                # Too large to store here: left uncertain, and reported, so the table stays.
+                begun.abandon("not_recorded")
+                report.refused.append((key, str(e)))
+                continue
             report.completed += 1
         else:  # executing, reconciling: the work may or may not have happened
             begun.abandon("cancelled")

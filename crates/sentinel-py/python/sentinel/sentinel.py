@@ -101,6 +101,8 @@ class Sentinel:
         options = begin_options(
             self, key, fn, kwargs, ttl_ms, hard_ttl_ms, on_failure, fingerprint, wait, retain_for
         )
+        if inspect.iscoroutinefunction(fn):
+            raise _native.InvalidInput("fn is a coroutine function: use AsyncSentinel to await it")
         begun = self._engine().begin(key, **options)
         if isinstance(begun, dict):
             result = settled(begun, self.reconcile)
