@@ -42,10 +42,9 @@ def engine(url: str, schema: Optional[str] = None) -> _native.Engine:
     rebuilt in the child.
     """
     global _pid
-    if os.getpid() == _pid:
-        found = _engines.get((url, schema))  # the common case: no lock
-        if found is not None:
-            return found
+    found = cached(url, schema)  # the common case: no lock
+    if found is not None:
+        return found
     with _lock:
         if os.getpid() != _pid:
             _engines.clear()
@@ -91,26 +90,32 @@ def url_from_connection(conn: Any) -> str:
     ``conn.info.dsn`` leaves the password out; ``conn.info.password`` has it.
     """
     info = conn.info
-    user = quote(info.user or "", safe="")
-    password = getattr(info, "password", None)
-    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
-    host = info.host or "localhost"
     # TLS and timeouts the connection was made with carry over (psycopg reports the
     # parameters that differ from the defaults).
     try:
         params = info.get_parameters()
     except Exception:  # noqa: BLE001 - an older psycopg
         params = {}
+    return postgres_url(info.user, getattr(info, "password", None), info.host, info.port, info.dbname, params)
+
+
+def postgres_url(
+    user: Optional[str], password: Optional[str], host: Optional[str], port: Any, dbname: str, params: Dict[str, Any]
+) -> str:
+    """A ``postgres://`` URL from libpq-style parts: quoted, IPv6 hosts bracketed, a Unix
+    socket directory as a ``host`` parameter, ``sslmode`` and ``connect_timeout`` kept."""
+    user_q = quote(user or "", safe="")
+    auth = f"{user_q}:{quote(password, safe='')}@" if password else (f"{user_q}@" if user_q else "")
+    host = host or "localhost"
     query = [f"{k}={quote(str(params[k]), safe='')}" for k in ("sslmode", "connect_timeout") if params.get(k)]
-    dbname = quote(info.dbname, safe="")
     if host.startswith("/"):
         # A Unix socket directory: a libpq-style host parameter.
         query.append(f"host={quote(host, safe='')}")
         host = "localhost"
-    elif ":" in host:
+    elif ":" in host and not host.startswith("["):
         host = f"[{host}]"  # IPv6
     tail = f"?{'&'.join(query)}" if query else ""
-    return f"postgres://{auth}{host}:{info.port}/{dbname}{tail}"
+    return f"postgres://{auth}{host}:{port or 5432}/{quote(str(dbname), safe='')}{tail}"
 
 
 def original_records(conn: Any) -> int:

@@ -140,7 +140,7 @@ class AsyncSentinel:
             result = settled(begun, self.reconcile)
         else:
             result = await self._run(begun, fn, kwargs or {})
-        return result if result_type is None else typed(result, result_type)
+        return typed(result, result_type)
 
     async def _run(self, execution: "_native.Execution", fn: Callable[..., Any], kwargs: Dict[str, Any]) -> OnceResult:
         marker = _current.set(

@@ -108,7 +108,7 @@ class Sentinel:
             result = settled(begun, self.reconcile)
         else:
             result = self._run(begun, fn, kwargs or {})
-        return result if result_type is None else typed(result, result_type)
+        return typed(result, result_type)
 
     def once_fn(self, key: Callable[..., str], **options: Any) -> Callable[[Callable[..., Any]], Callable[..., OnceResult]]:
         """A decorator: ``@sentinel.once_fn(key=lambda order_id: f"charge-{order_id}")``. The
@@ -390,6 +390,6 @@ def begin_options(
 
 def typed(result: OnceResult, result_type: Any) -> OnceResult:
     """Decodes a successful result's response into ``result_type``."""
-    if result.success and result.response is not None:
+    if result_type is not None and result.success and result.response is not None:
         result.response = convert(result.response, result_type)
     return result

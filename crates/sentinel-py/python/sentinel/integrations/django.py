@@ -9,9 +9,8 @@ work that happened; a rollback cannot undo a payment).
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
-from urllib.parse import quote
 
-from .._engine import url_from_connection
+from .._engine import postgres_url, url_from_connection
 from ..sentinel import Sentinel
 
 
@@ -46,16 +45,10 @@ def database_url(using: str = "default") -> str:
         connection = connections[using]
         connection.ensure_connection()
         return url_from_connection(connection.connection)
-    user = quote(str(db.get("USER") or ""), safe="")
-    password = db.get("PASSWORD") or ""
-    auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # IPv6
-    port = db.get("PORT") or 5432
-    options = db.get("OPTIONS") or {}
-    query = [f"{k}={quote(str(options[k]), safe='')}" for k in ("sslmode", "connect_timeout") if options.get(k)]
-    tail = f"?{'&'.join(query)}" if query else ""
-    return f"postgres://{auth}{host}:{port}/{quote(str(db['NAME']), safe='')}{tail}"
+    password = db.get("PASSWORD")
+    return postgres_url(
+        str(db.get("USER") or ""), str(password) if password else None, host, db.get("PORT"), db["NAME"], db.get("OPTIONS") or {}
+    )
 
 
 def schema() -> Optional[str]:
