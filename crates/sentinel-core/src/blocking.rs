@@ -340,6 +340,11 @@ impl<T, E> Execution<T, E> {
     pub fn is_lease_lost(&self) -> bool {
         self.0.is_lease_lost()
     }
+
+    /// Cheap check: has the lease been lost, and why?
+    pub fn lease_lost_reason(&self) -> Option<crate::LeaseLost> {
+        self.0.lease_lost_reason()
+    }
 }
 
 impl<T, E> Execution<T, E>

@@ -127,6 +127,11 @@ impl<T, E> Execution<T, E> {
         self.ctx.is_lease_lost()
     }
 
+    /// Cheap check: has the lease been lost, and why?
+    pub fn lease_lost_reason(&self) -> Option<LeaseLost> {
+        self.ctx.lease_lost_reason()
+    }
+
     /// Resolves when the lease is lost (see [`ExecutionContext::lease_lost`]).
     pub async fn lease_lost(&self) -> LeaseLost {
         self.ctx.lease_lost().await

@@ -17,7 +17,7 @@ use pyo3::types::PyDict;
 use sentinel::blocking;
 use sentinel::store::{ListQuery, OperatorAction, PruneQuery, Resolution};
 use sentinel::{
-    Disposition, Error, FailurePolicy, OpenOptions, Outcome, Record, ResultKind, State,
+    Disposition, Error, FailurePolicy, LeaseLost, OpenOptions, Outcome, Record, ResultKind, State,
     StoreErrorKind, StoredResult, UncertainReason,
 };
 use serde_json::value::RawValue;
@@ -513,6 +513,25 @@ impl Execution {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .is_some_and(blocking::Execution::is_lease_lost)
+    }
+
+    /// Why the lease was lost (`"fenced"`, `"ceiling_passed"`, `"renewals_failing"`,
+    /// `"stopped"`), or None while it is held.
+    #[getter]
+    fn lease_lost_reason(&self) -> Option<&'static str> {
+        let why = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()?
+            .lease_lost_reason()?;
+        Some(match why {
+            LeaseLost::Fenced => "fenced",
+            LeaseLost::CeilingPassed => "ceiling_passed",
+            LeaseLost::RenewalsFailing => "renewals_failing",
+            LeaseLost::Stopped => "stopped",
+            _ => "lost",
+        })
     }
 
     /// Stores `value` (JSON text) as the key's result; returns the outcome dict.

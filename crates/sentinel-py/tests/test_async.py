@@ -148,3 +148,48 @@ def test_await_reconcile_returns_the_operators_token(store):
         assert (await s.once("broken", lambda: "ran")).response == "ran"
 
     asyncio.run(scenario())
+
+
+def test_cancelling_a_waiting_claim_propagates_at_once_and_releases_what_it_gets_later(store):
+    """A task cancelled while its claim waits (``wait=``) on another worker's key is cancelled
+    at once, not when the wait ends; when the key is then released, the claim that acquires it
+    for the task that has gone releases it (its fn never ran) instead of leaving it uncertain."""
+    from sentinel import Sentinel
+
+    url, schema = store
+    holder = Sentinel(url=url, schema=schema)
+    inside, let_go = threading.Event(), threading.Event()
+    ran = []
+
+    def hold():
+        inside.set()
+        let_go.wait(30)
+        raise RuntimeError("the holder gives the key back")
+
+    def holding():
+        with pytest.raises(RuntimeError, match="gives the key back"):
+            holder.once("k", hold, on_failure="release")
+
+    held = threading.Thread(target=holding)
+    held.start()
+    assert inside.wait(30)
+    s = make(store)
+
+    async def main():
+        waiter = asyncio.ensure_future(s.once("k", lambda: ran.append("cancelled task"), wait=30))
+        await asyncio.sleep(0)  # the task runs to its claim (the engine is made already)
+        began = time.monotonic()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        cancelled_in = time.monotonic() - began
+        let_go.set()
+        await asyncio.get_running_loop().run_in_executor(None, held.join)
+        # The late claim acquires the key and gives it back: this call waits for that, then runs.
+        after = await s.once("k", lambda: ran.append("next caller") or "ran", wait=30)
+        return cancelled_in, after
+
+    cancelled_in, after = run(main())
+    assert cancelled_in < 5, f"the cancellation waited {cancelled_in:.1f} s for the claim"
+    assert after.success and after.response == "ran"
+    assert ran == ["next caller"]

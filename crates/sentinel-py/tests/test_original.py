@@ -156,7 +156,8 @@ def test_the_constructor_never_connects_and_the_url_is_derived_once():
 
 def test_the_originals_operator_objects_take_its_get_conn():
     """``Reconcile(get_conn, namespace)`` / ``AsyncReconcile(get_conn, namespace)``, as the
-    original made them, and ``sentinel.logging`` / ``heartbeat_config.get_manager``."""
+    original made them, taking keys in the original's stored form ``"ns:key"``, and
+    ``sentinel.logging`` / ``heartbeat_config.get_manager``."""
     from sentinel import Sentinel
     from sentinel.async_reconcilliation import AsyncReconcile
     from sentinel.heartbeat_config import get_manager
@@ -169,8 +170,8 @@ def test_the_originals_operator_objects_take_its_get_conn():
     key = f"op-{uuid.uuid4().hex}"
     assert s.once(key, lambda: 1 / 0).uncertain
     sync = Reconcile(lambda: psycopg.connect(PG_URL), namespace="ops")
-    assert sync.reconcile(key).success
-    assert sync.force_complete(key, '{"done": true}').success
+    assert sync.reconcile(f"ops:{key}").success
+    assert sync.force_complete(f"ops:{key}", '{"done": true}').success
     assert s.once(key, lambda: pytest.fail("ran again")).response == {"done": True}
 
     other = f"op-{uuid.uuid4().hex}"
@@ -181,8 +182,8 @@ def test_the_originals_operator_objects_take_its_get_conn():
             return await psycopg.AsyncConnection.connect(PG_URL)
 
         r = AsyncReconcile(get_conn, namespace="ops")
-        assert (await r.reconcile(other)).success
-        assert (await r.reset(other)).success
+        assert (await r.reconcile(f"ops:{other}")).success
+        assert (await r.reset(other)).success  # the key as our own API names it, too
 
     asyncio.run(operate())
     assert s.once(other, lambda: "ran").response == "ran"
@@ -210,6 +211,9 @@ def test_sen_inspects_and_shows_history(tmp_path):
     assert "(2 events)" in history.stdout and "completed" in history.stdout
     missing = subprocess.run([str(sen), "inspect", "nope"], env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 0 and "No lease found for key: nope" in missing.stdout
+    assert Sentinel(url=url, namespace="payments").once("order-7", lambda: 7).success
+    prefixed = subprocess.run([str(sen), "inspect", "payments:order-7"], env=env, capture_output=True, text=True, timeout=60)
+    assert prefixed.returncode == 0 and "execution_result: 7" in prefixed.stdout, prefixed.stdout
     unset = subprocess.run([str(sen), "inspect", "k"], env={k: v for k, v in env.items() if k != "DATABASE_URL"}, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert unset.returncode == 1 and "No DATABASE_URL found" in unset.stderr
 
@@ -283,3 +287,42 @@ def test_checking_for_the_originals_records_keeps_the_callers_transaction():
         conn.close()
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_the_originals_internal_modules_say_what_to_use_instead():
+    """``sentinel.core``, ``sentinel.lease`` … were the original's Python engine: importing one
+    is an ImportError naming what replaces it, and our own modules still import."""
+    import importlib
+
+    for name in ("core", "async_core", "lease", "once", "heartbeat", "events", "schema", "utils"):
+        with pytest.raises(ImportError, match="Sentinel|init_db|engine") as raised:
+            importlib.import_module(f"sentinel.{name}")
+        assert raised.value.name == f"sentinel.{name}"
+    assert importlib.import_module("sentinel.db").init_db
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("sentinel.no_such_module")
+
+
+def test_force_complete_refuses_what_json_cannot_hold(store):
+    """The original's JSON text and psycopg's Json wrapper are stored as their value; NaN and
+    what JSON cannot encode are InvalidInput, and the key stays reconciling for another try."""
+    from psycopg.types.json import Json
+
+    from sentinel import Sentinel
+    from sentinel.errors import InvalidInput
+
+    url, schema = store
+    s = Sentinel(url=url, schema=schema)
+    for key in ("a", "b"):
+        assert s.once(key, lambda: 1 / 0).uncertain
+        assert s.reconcile.reconcile(key).success
+    for bad in ("NaN", '{"x": Infinity}', float("nan"), {1, 2}, object()):
+        with pytest.raises(InvalidInput):
+            s.reconcile.force_complete("a", bad)
+    assert s.inspect("a").state == "reconciling"
+    assert s.reconcile.force_complete("a", Json({"refund": 5})).success
+    assert s.once("a", lambda: pytest.fail("ran again")).response == {"refund": 5}
+    assert s.reconcile.force_complete("b", "not json").success
+    assert s.once("b", lambda: pytest.fail("ran again")).response == "not json"
+    with pytest.raises(InvalidInput):
+        s.resolve("a", complete=True, result=float("inf"))

@@ -117,20 +117,29 @@ def test_keyboard_interrupt_leaves_the_key_uncertain_and_propagates(store):
     assert r.uncertain and r.reason == "cancelled"
 
 
-def test_a_function_holding_the_gil_keeps_its_lease(store):
+def test_a_python_loop_holding_the_gil_keeps_its_lease(store):
+    """With the switch interval raised past the run, the pure-Python loop keeps the GIL for
+    four ttls (no other Python thread could run): the heartbeat is Rust's and needs none."""
+    import sys
+
     s = make(store)
 
     def busy():
-        # Pure Python for four ttls: the heartbeat runs on Sentinel's Rust thread.
-        end = time.monotonic() + 1.2
-        n = 0
-        while time.monotonic() < end:
-            n += 1
-        assert not sentinel.current_execution().lease_lost
-        return n > 0
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(30.0)
+        try:
+            end = time.monotonic() + 1.2
+            n = 0
+            while time.monotonic() < end:
+                n += 1
+        finally:
+            sys.setswitchinterval(before)
+        assert n > 0
+        return sentinel.current_execution().lease_lost_reason
 
     r = s.once("busy", busy, ttl_ms=300)
-    assert r.success and r.response is True
+    assert r.success and r.response is None, (r, r.exception)
+    assert s.inspect("busy").state == "completed"
 
 
 def test_current_execution_names_the_call(store):
@@ -272,12 +281,9 @@ def test_store_errors_are_typed(tmp_path):
     with socket.socket() as free:  # a port nobody listens on any more
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    with pytest.raises(sentinel.errors.StoreUnavailable, match="connection refused"):
+    with pytest.raises(sentinel.errors.StoreUnavailable, match="connection refused") as refused:
         Sentinel(url=f"postgres://postgres:s3cret@127.0.0.1:{port}/test").once("k", lambda: 1)
-    try:
-        Sentinel(url=f"postgres://postgres:s3cret@127.0.0.1:{port}/test")
-    except sentinel.errors.SentinelError as e:
-        assert "s3cret" not in str(e)
+    assert "s3cret" not in str(refused.value) and "s3cret" not in repr(refused.value)
     with pytest.raises(sentinel.errors.InvalidInput):
         Sentinel(url="mysql://nope")
 
@@ -436,3 +442,41 @@ def test_a_coroutine_function_is_refused_before_a_claim(store):
     with pytest.raises(sentinel.errors.InvalidInput, match="AsyncSentinel"):
         s.once("k", charge)
     assert s.inspect("k") is None
+
+
+def test_a_server_slow_to_answer_delays_only_its_own_callers(tmp_path):
+    """Making an engine connects under a lock of that URL's own: while one thread waits on a
+    server that accepts but never answers, another opens its SQLite engine."""
+    import socket
+
+    from sentinel import _engine
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    accepted = threading.Event()
+    held = []
+
+    def accept():
+        conn, _ = silent.accept()
+        held.append(conn)  # kept open, never answered
+        accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = silent.getsockname()[1]
+    slow = threading.Thread(
+        target=lambda: pytest.raises(
+            sentinel.errors.SentinelError, _engine.engine, f"postgres://postgres@127.0.0.1:{port}/test?connect_timeout=5"
+        ),
+        daemon=True,
+    )
+    slow.start()
+    try:
+        assert accepted.wait(10), "the engine never connected to the silent server"
+        assert _engine.engine(f"sqlite://{tmp_path}/fast.db") is not None
+        assert slow.is_alive(), "the SQLite engine waited for the silent server"
+    finally:
+        for c in held:
+            c.close()
+        silent.close()
+        slow.join(30)

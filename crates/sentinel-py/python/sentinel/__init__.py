@@ -3,6 +3,7 @@
 ``from sentinel import Sentinel`` as with the original package; the engine is Rust.
 """
 
+from . import _dropped
 from .async_sentinel import AsyncSentinel
 from .db import async_init_db, init_db
 from .errors import SentinelError
@@ -10,6 +11,8 @@ from .execution import current_execution
 from .importer import ImportReport, import_original
 from .result import OnceResult, OperationResult
 from .sentinel import Sentinel
+
+_dropped.install()
 
 __all__ = [
     "Sentinel",

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from urllib.parse import quote
 
 from . import _native
 
 _lock = threading.Lock()
 _engines: Dict[Tuple[str, Optional[str]], _native.Engine] = {}
+#: A lock per engine being made (its connecting happens under it, outside ``_lock``).
+_making: Dict[Tuple[str, Optional[str]], threading.Lock] = {}
 _pid = os.getpid()
 _executor: Optional[ThreadPoolExecutor] = None
 
@@ -27,6 +29,7 @@ def _after_fork_in_child() -> None:
     global _lock, _pid, _executor
     _lock = threading.Lock()
     _engines.clear()
+    _making.clear()
     _executor = None
     _pid = os.getpid()
 
@@ -38,22 +41,34 @@ if hasattr(os, "register_at_fork"):
 def engine(url: str, schema: Optional[str] = None) -> _native.Engine:
     """The process's engine for ``url`` (and PostgreSQL ``schema``), created on first use.
 
-    After ``fork()`` the parent's engines (their threads did not survive it) are forgotten and
-    rebuilt in the child.
+    Connecting holds a lock of that URL's own, never the one every lookup takes: a server
+    that is slow to answer delays only its own callers. After ``fork()`` the parent's engines
+    (their threads did not survive it) are forgotten and rebuilt in the child.
     """
-    global _pid
     found = cached(url, schema)  # the common case: no lock
     if found is not None:
         return found
     with _lock:
-        if os.getpid() != _pid:
-            _engines.clear()
-            _pid = os.getpid()
-        found = _engines.get((url, schema))
+        _forget_parents()
+        making = _making.setdefault((url, schema), threading.Lock())
+    with making:
+        found = cached(url, schema)
         if found is None:
             found = _native.Engine(url, pg_schema=schema)
-            _engines[(url, schema)] = found
+            with _lock:
+                _forget_parents()
+                _engines[(url, schema)] = found
+                _making.pop((url, schema), None)
         return found
+
+
+def _forget_parents() -> None:
+    """Under ``_lock``: drops what a parent process made, once this is a forked child."""
+    global _pid
+    if os.getpid() != _pid:
+        _engines.clear()
+        _making.clear()
+        _pid = os.getpid()
 
 
 def cached(url: Optional[str], schema: Optional[str] = None) -> Optional[_native.Engine]:
@@ -116,6 +131,25 @@ def postgres_url(
         host = f"[{host}]"  # IPv6
     tail = f"?{'&'.join(query)}" if query else ""
     return f"postgres://{auth}{host}:{port or 5432}/{quote(str(dbname), safe='')}{tail}"
+
+
+def original_key_forms(namespace: str, key: str) -> Iterator[Tuple[str, str]]:
+    """The (namespace, key) pairs an operator's ``key`` may name, the key as given first.
+
+    The original stored ``f"{namespace}:{key}"``, and its operators typed that form
+    (``Reconcile(get_conn, "payments").reconcile("payments:order-1")``, ``sen inspect
+    payments:order-1``); here the namespace is a part of the key of its own, so the prefix is
+    stripped — from the namespace's own keys, or, in the default namespace, at the first colon.
+    """
+    yield namespace, key
+    if namespace != "default":
+        prefix = namespace + ":"
+        if key.startswith(prefix) and len(key) > len(prefix):
+            yield namespace, key[len(prefix) :]
+    else:
+        ns, _, rest = key.partition(":")
+        if ns and rest:
+            yield ns, rest
 
 
 def original_records(conn: Any) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
+import weakref
 from typing import Any, Awaitable, Callable, Dict, Optional, Union
 
 from . import _engine, _native
@@ -53,6 +55,49 @@ async def _refuse_original_records(conn: Any) -> None:
         raise _engine.original_records_found(n)
 
 
+class _Claim:
+    """A claim made on a worker thread for a task that may be cancelled meanwhile.
+
+    The task's cancellation propagates at once — not when the claim returns, which under
+    ``wait=`` may be long after — and what the claim acquires for a task that has gone is
+    released (``fn`` never ran), on the worker thread or when the result reaches the loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gone = False
+        self._handed = False
+
+    def begin(self, engine: "_native.Engine", key: str, options: Dict[str, Any]) -> Any:
+        """Runs on a worker thread: the claim, released here if its task has gone."""
+        got = engine.begin(key, **options)
+        if isinstance(got, dict):
+            return got
+        with self._lock:
+            gone = self._gone
+            self._handed = not gone
+        if gone:
+            got.release()
+            return None
+        return got
+
+    def abandon(self, claim: "asyncio.Future[Any]") -> None:
+        """On the loop, when the task is cancelled: whatever the claim acquires is released."""
+        with self._lock:
+            self._gone = True
+            handed = self._handed
+        if handed:
+            claim.add_done_callback(_release_unused)
+
+
+def _release_unused(claim: "asyncio.Future[Any]") -> None:
+    if claim.cancelled() or claim.exception() is not None:
+        return
+    late = claim.result()
+    if late is not None and not isinstance(late, dict):
+        _engine.executor().submit(late.release)
+
+
 class AsyncSentinel:
     """The original's ``AsyncSentinel``: ``get_conn`` may be an async function returning a
     psycopg ``AsyncConnection`` (or a plain one); or pass ``url=``. The URL is derived on first
@@ -81,9 +126,20 @@ class AsyncSentinel:
         self.url = url
         self.schema = schema
         self.reconcile = AsyncReconcile(self._engine, self.namespace)
+        # One URL derivation at a time per loop, so that many first calls under
+        # asyncio.gather open one connection, not one each.
+        self._url_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def _resolve_url(self) -> str:
-        if self.url is None:
+        if self.url is not None:
+            return self.url
+        loop = asyncio.get_running_loop()
+        lock = self._url_locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            if self.url is not None:
+                return self.url
             assert self.get_conn is not None
             conn = self.get_conn()
             if inspect.isawaitable(conn):
@@ -97,7 +153,7 @@ class AsyncSentinel:
                     closed = conn.close()
                     if inspect.isawaitable(closed):
                         await closed
-        return self.url
+            return self.url
 
     async def _engine(self) -> "_native.Engine":
         found = _engine.cached(self.url, self.schema)
@@ -128,13 +184,12 @@ class AsyncSentinel:
         engine = await self._engine()
         # Shielded: should this task be cancelled while the claim is in flight, the claim still
         # lands, and what it acquired is released (fn never ran) rather than left uncertain.
-        claim = asyncio.ensure_future(_off_loop(engine.begin, key, **options))
+        handoff = _Claim()
+        claim = asyncio.ensure_future(_off_loop(handoff.begin, engine, key, options))
         try:
             begun = await asyncio.shield(claim)
         except asyncio.CancelledError:
-            late = await claim
-            if not isinstance(late, dict):
-                await _off_loop(late.release)
+            handoff.abandon(claim)
             raise
         if isinstance(begun, dict):
             result = settled(begun, self.reconcile)

@@ -10,6 +10,7 @@ import sys
 from typing import List, Optional
 
 from . import errors
+from ._engine import original_key_forms
 from .result import InspectResult
 from .sentinel import Sentinel
 
@@ -55,9 +56,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--limit must be at least 1")
     _load_dotenv()
     try:
-        sentinel = Sentinel(url=_database_url(), namespace=args.namespace)
+        url = _database_url()
+        # The original's keys were "namespace:key": tried as given first, then so.
+        forms = [(Sentinel(url=url, namespace=ns), k) for ns, k in original_key_forms(args.namespace, args.key)]
         if args.command == "inspect":
-            record = sentinel.inspect(args.key)
+            record = next((r for s, k in forms if (r := s.inspect(k)) is not None), None)
             if record is None:
                 print(f"No lease found for key: {args.key}")
                 return 0
@@ -71,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"hard_expires_at:  {r.hard_expires_at}")
             print(f"execution_result: {r.execution_result}")
         else:
-            events = sentinel.history(args.key, limit=args.limit)
+            events = next((e for s, k in forms if (e := s.history(k, limit=args.limit))), [])
             if not events:
                 print(f"No history found for key: {args.key}")
                 return 0

@@ -25,6 +25,13 @@ class CurrentExecution:
         """True once the lease is lost: stop, the work may run elsewhere after an operator."""
         return bool(self._handle.lease_lost)
 
+    @property
+    def lease_lost_reason(self) -> Optional[str]:
+        """Why the lease was lost — ``"fenced"`` (another owner or an operator holds the key),
+        ``"ceiling_passed"`` (the hard ttl), ``"renewals_failing"`` (the store did not answer
+        the heartbeat in time), ``"stopped"`` (Sentinel shut down) — or None while it is held."""
+        return self._handle.lease_lost_reason
+
 
 def current_execution() -> Optional[CurrentExecution]:
     """The execution ``fn`` runs inside, or None outside ``once``."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from . import _engine, _native
 from .errors import NotRecorded, RecordedFailure
 from .execution import CurrentExecution, _current
-from .reconciliation import Reconcile, _actor
+from .reconciliation import Reconcile, _actor, result_text
 from .records import Event, Record, convert
 from .result import OnceResult
 
@@ -159,7 +159,7 @@ class Sentinel:
         """Settles a reconciling key: completed (with ``result``, any JSON-serialisable value)
         or, with ``complete=False``, reset so that the next caller runs. With ``token``, refused
         when another operator has taken the key over since."""
-        text = None if result is None else json.dumps(result, allow_nan=False)
+        text = result_text(result)
         self._engine().resolve(self.namespace, key, _actor(), complete, result=text, token=token, reason=reason)
 
     def forget(self, key: str, reason: Optional[str] = None) -> None:
