@@ -307,14 +307,14 @@ where
         if have + data.len() > cap {
             return Err(Problem::RequestTooLarge);
         }
-        match &first {
-            None => first = Some(data),
+        // One chunk is kept as it came; a second starts a copy.
+        match first.take() {
+            None if rest.is_empty() => first = Some(data),
             Some(f) => {
-                if rest.is_empty() {
-                    rest.extend_from_slice(f);
-                }
+                rest.extend_from_slice(&f);
                 rest.extend_from_slice(&data);
             }
+            None => rest.extend_from_slice(&data),
         }
     }
     Ok(if rest.is_empty() {
