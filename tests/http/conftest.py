@@ -23,6 +23,7 @@ CLI = ROOT / "target" / "debug" / "sentinel"
 #: How each implementation's example server is started (HTTP.md: the same routes and options).
 SERVERS = {
     "rust": [str(ROOT / "target" / "debug" / "examples" / "server")],
+    "python": [sys.executable, "-m", "sentinel.integrations.asgi.example"],
 }
 
 

@@ -179,9 +179,14 @@ fn outcome(py: Python<'_>, o: Outcome<Json, Json>) -> PyResult<Py<PyAny>> {
             d.set_item("disposition", disposition(disp))?;
             d.set_item("token", token.get())?;
         }
-        Outcome::Running { owner, token, .. } => {
+        Outcome::Running {
+            owner,
+            token,
+            lease_expires_at,
+        } => {
             d.set_item("kind", "running")?;
             d.set_item("owner", owner.map(|o| format!("{}:{}", o.host, o.pid)))?;
+            d.set_item("lease_expires_at", lease_expires_at.map(seconds))?;
             d.set_item("token", token.get())?;
         }
         Outcome::Uncertain { reason, token, .. } => {
@@ -245,12 +250,13 @@ struct Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (url, *, pg_schema=None, pool_size=None))]
+    #[pyo3(signature = (url, *, pg_schema=None, pool_size=None, max_result_bytes=None))]
     fn new(
         py: Python<'_>,
         url: &str,
         pg_schema: Option<String>,
         pool_size: Option<usize>,
+        max_result_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let mut options = OpenOptions::new();
         if let Some(schema) = pg_schema {
@@ -263,7 +269,11 @@ impl Engine {
         let store = py
             .detach(|| rt.block_on(sentinel::open(url, &options)))
             .map_err(to_py)?;
-        let engine = sentinel::Sentinel::builder(store).build().map_err(to_py)?;
+        let mut builder = sentinel::Sentinel::builder(store);
+        if let Some(bytes) = max_result_bytes {
+            builder = builder.max_result_bytes(bytes);
+        }
+        let engine = builder.build().map_err(to_py)?;
         Ok(Self {
             inner: blocking::Sentinel::new(engine),
         })

@@ -34,7 +34,9 @@ class Execution:
 
 class Engine:
     """An engine over one store URL."""
-    def __init__(self, url: str, *, pg_schema: Optional[str] = None, pool_size: Optional[int] = None) -> None: ...
+    def __init__(
+        self, url: str, *, pg_schema: Optional[str] = None, pool_size: Optional[int] = None, max_result_bytes: Optional[int] = None
+    ) -> None: ...
     def migrate(self) -> None: ...
     def begin(
         self,
