@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Sequence, Tuple
 
-from ... import _engine, _native
+from ... import _native
+from ...async_sentinel import _off_loop
 
 logger = logging.getLogger("sentinel")
 
@@ -381,10 +382,6 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
-
-
-async def _off_loop(fn: Callable[[], Any]) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(_engine.executor(), fn)
 
 
 class _Capture:
