@@ -23,6 +23,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use bytes::Bytes;
 use clap::Parser;
 use http_body::Frame;
@@ -46,6 +47,10 @@ struct Args {
     /// The lease of a running request (e.g. 10s, 500ms, 2m).
     #[arg(long, default_value = "10s", value_parser = duration)]
     ttl: Duration,
+    /// Serve the same routes without the Idempotency-Key layer (the benchmark's baseline: every
+    /// request runs its handler, nothing is stored).
+    #[arg(long)]
+    no_middleware: bool,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -277,18 +282,27 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .namespace(args.namespace)
         .ttl(args.ttl)
         .optional_paths(["/optional"]);
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/payments", post(create_payment))
         .route("/payments/{id}", get(get_payment))
         .route("/fail", post(fail))
         .route("/reject", post(reject))
         .route("/panic", post(panic))
         .route("/big", post(big))
-        .route("/optional", post(optional))
-        .layer(idempotency)
-        .with_state(app);
+        .route("/optional", post(optional));
+    if !args.no_middleware {
+        router = router.layer(idempotency);
+    }
+    let router = router.with_state(app);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    // As production servers do: a streamed response's frames go out as they come, never held
+    // by Nagle's algorithm waiting for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("server: TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -2,6 +2,7 @@
 //! fingerprint needs it whole) and the response body (streamed to the client, and for a
 //! stored response captured up to the cap, the completion written when it ends).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -221,6 +222,9 @@ pin_project! {
         Passthrough { #[pin] inner: B },
         // A replay, or a problem the layer answered itself, until it is sent.
         Full { data: Option<Bytes> },
+        // A small first response read whole and stored before its head went out: its frames,
+        // then the error the body ended with, if it broke.
+        Frames { frames: VecDeque<Frame<Bytes>>, error: Option<BoxError> },
         // The first response of a key: streamed, and captured up to the cap. `finishing` is
         // the completion in flight and the frame held back until it is written.
         Capturing {
@@ -245,6 +249,59 @@ impl<B> ResponseBody<B> {
         Self {
             kind: ResponseKind::Passthrough { inner },
         }
+    }
+
+    /// A small first response (every byte within `limit`, which is at most the storage cap),
+    /// read whole and stored before the response is handed out, so that the server writes its
+    /// head and body together. Streaming it instead would send the head alone, then the body
+    /// after the store's write: on a socket without `TCP_NODELAY` that second small write waits
+    /// for the client's delayed ACK (about 40 ms on Linux). Larger bodies stream (`capturing`).
+    pub(crate) async fn stored_first(inner: B, mut capture: Capture) -> Self
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let mut inner = std::pin::pin!(inner);
+        let mut frames = VecDeque::new();
+        let mut error = None;
+        while let Some(frame) = std::future::poll_fn(|cx| inner.as_mut().poll_frame(cx)).await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        capture.add(data);
+                    }
+                    frames.push_back(frame);
+                }
+                Err(e) => {
+                    error = Some(e.into());
+                    break;
+                }
+            }
+        }
+        if error.is_none() {
+            capture.ended = true;
+            if let Some(task) = capture.finish() {
+                let _ = task.await;
+            }
+        } else if let Some(execution) = capture.execution.take() {
+            // The body broke after the handler answered: it ran, and the client will not get
+            // the whole response.
+            execution.abandon(UncertainReason::Failed).await;
+        }
+        Self {
+            kind: ResponseKind::Frames { frames, error },
+        }
+    }
+
+    /// Whether a first response's body is small enough for `stored_first` under `cap`.
+    pub(crate) fn is_small(body: &B, cap: usize) -> bool
+    where
+        B: Body,
+    {
+        const SMALL: u64 = 64 << 10;
+        body.size_hint()
+            .upper()
+            .is_some_and(|n| n <= SMALL.min(cap as u64))
     }
 
     pub(crate) fn capturing(inner: B, capture: Capture) -> Self
@@ -281,6 +338,9 @@ where
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
             ResponseKindProj::Full { data } => Poll::Ready(next_frame(data)),
+            ResponseKindProj::Frames { frames, error } => {
+                Poll::Ready(frames.pop_front().map(Ok).or_else(|| error.take().map(Err)))
+            }
             ResponseKindProj::Capturing {
                 mut inner,
                 capture,
@@ -340,6 +400,7 @@ where
         match &self.kind {
             ResponseKind::Passthrough { inner } => inner.is_end_stream(),
             ResponseKind::Full { data } => data.is_none(),
+            ResponseKind::Frames { frames, error } => frames.is_empty() && error.is_none(),
             // Never before the completion is written: the server keeps polling until then.
             ResponseKind::Capturing { done, .. } => *done,
         }
@@ -351,6 +412,13 @@ where
                 inner.size_hint()
             }
             ResponseKind::Full { data } => exact(data.as_ref()),
+            ResponseKind::Frames { frames, .. } => SizeHint::with_exact(
+                frames
+                    .iter()
+                    .filter_map(Frame::data_ref)
+                    .map(|d| d.len() as u64)
+                    .sum(),
+            ),
         }
     }
 }

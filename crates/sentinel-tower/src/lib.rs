@@ -26,6 +26,11 @@
 //! crash, a panic or a client that went away mid-handler, 409 `outcome-unknown`; a 5xx
 //! releases the key; another request under the same key is 422; a store outage is 503 and
 //! nothing runs.
+//!
+//! A stored response of up to 64 KiB is read whole and stored before its head is handed to the
+//! server, so head and body leave in one write; larger ones stream, their last frame held until
+//! the completion is written. Serve with `TCP_NODELAY` (axum: `listener.tap_io(|tcp| { let _ =
+//! tcp.set_nodelay(true); })`) so that such a held frame is not delayed by Nagle's algorithm.
 #![forbid(unsafe_code)]
 
 mod body;

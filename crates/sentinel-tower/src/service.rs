@@ -282,6 +282,10 @@ where
         }
         return Ok(Response::from_parts(parts, ResponseBody::passthrough(body)));
     }
+    if ResponseBody::is_small(&body, config.max_response_body) {
+        let body = ResponseBody::stored_first(body, capture).await;
+        return Ok(Response::from_parts(parts, body));
+    }
     Ok(Response::from_parts(
         parts,
         ResponseBody::capturing(body, capture),

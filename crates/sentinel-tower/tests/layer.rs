@@ -342,3 +342,80 @@ async fn an_empty_response_is_stored_before_it_goes_out() {
     assert_eq!(again.status(), StatusCode::NO_CONTENT);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
 }
+
+async fn body_text(r: axum::response::Response) -> String {
+    String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_small_response_is_stored_before_its_head_goes_out() {
+    let s = sentinel();
+    let app = Router::new()
+        .route("/pay", post(|| async { (StatusCode::CREATED, "paid") }))
+        .layer(IdempotencyLayer::new(s.clone()));
+    let first = app
+        .clone()
+        .oneshot(post_with_key("/pay", "small", "x"))
+        .await
+        .unwrap();
+    // The body has not been polled yet and the record is completed: the server can write the
+    // head and the body in one go.
+    assert_eq!(record(&s, "small").await.unwrap().state, State::Completed);
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(body_text(first).await, "paid");
+    let again = app
+        .oneshot(post_with_key("/pay", "small", "x"))
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(body_text(again).await, "paid");
+}
+
+/// Eight bytes declared; four sent, then an error.
+struct Broken {
+    sent: bool,
+}
+
+impl http_body::Body for Broken {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.sent {
+            return Poll::Ready(Some(Err(std::io::Error::other("the upstream went away"))));
+        }
+        self.sent = true;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"half")))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(8)
+    }
+}
+
+#[tokio::test]
+async fn a_small_body_that_breaks_leaves_the_key_uncertain_and_the_client_sees_the_error() {
+    let s = sentinel();
+    let app = Router::new()
+        .route(
+            "/broken",
+            post(|| async { Body::new(Broken { sent: false }) }),
+        )
+        .layer(IdempotencyLayer::new(s.clone()));
+    let response = app
+        .oneshot(post_with_key("/broken", "broken", "x"))
+        .await
+        .unwrap();
+    let r = until_state(&s, "broken", State::Uncertain).await;
+    assert_eq!(r.reason, Some(UncertainReason::Failed));
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "half");
+    assert!(
+        body.frame().await.unwrap().is_err(),
+        "the break reached the client"
+    );
+}

@@ -157,6 +157,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("SENTINEL_DATABASE_URL"), help="postgres://…, sqlite://FILE or memory:")
     parser.add_argument("--namespace", default="http", help="the namespace of the records (default http)")
     parser.add_argument("--ttl", type=_duration, default=10.0, help="the lease of a running request (default 10s)")
+    parser.add_argument(
+        "--no-middleware",
+        action="store_true",
+        help="serve the same routes without IdempotencyMiddleware (the benchmark's baseline)",
+    )
     args = parser.parse_args(argv)
     if not args.database_url:
         parser.error("--database-url is required (or SENTINEL_DATABASE_URL)")
@@ -174,8 +179,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ledger = os.environ.get("SENTINEL_EXAMPLE_LEDGER")
     if ledger:
         _ledger = os.open(ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    wrapped = IdempotencyMiddleware(app, engine=engine, namespace=args.namespace, ttl=args.ttl, optional_paths=["/optional"])
-    sock = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET)
+    wrapped: Any = (
+        app
+        if args.no_middleware
+        else IdempotencyMiddleware(app, engine=engine, namespace=args.namespace, ttl=args.ttl, optional_paths=["/optional"])
+    )
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it the head and the body of a response meet Nagle and delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(args.listen)
     sock.listen(1024)  # before the address is announced: a client may connect at once
