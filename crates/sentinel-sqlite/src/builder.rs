@@ -10,6 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use sentinel_core::{Error, StoreError};
 
 use crate::error::{is_busy, map};
+use crate::row::Conn;
 use crate::schema;
 use crate::store::{Job, SqliteStore};
 
@@ -142,15 +143,16 @@ impl SqliteStoreBuilder {
         let queues = std::iter::repeat_n(shared, threads)
             .chain(heartbeat_rx.map(|r| Arc::new(Mutex::new(r))));
         let (ready_tx, ready_rx) = mpsc::channel();
+        let writes = Arc::new(Mutex::new(()));
         let mut started = 0;
         for (i, rx) in queues.enumerate() {
-            let (ready_tx, settings) = (ready_tx.clone(), self.clone());
+            let (ready_tx, settings, writes) = (ready_tx.clone(), self.clone(), writes.clone());
             std::thread::Builder::new()
                 .name(format!("sentinel-sqlite-{i}"))
                 .spawn(move || match settings.connect() {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
-                        serve(conn, &rx);
+                        serve(Conn::new(conn, writes), &rx);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -223,7 +225,7 @@ impl SqliteStoreBuilder {
 }
 
 /// Runs jobs on one connection until the store is dropped.
-fn serve(mut conn: Connection, queue: &Mutex<mpsc::Receiver<Job>>) {
+fn serve(mut conn: Conn, queue: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         let job = {
             let guard = queue

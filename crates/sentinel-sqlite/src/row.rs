@@ -1,7 +1,9 @@
 //! Rows in and out of SQLite: the record columns, the event log, the token counter, and the
 //! write transaction every transition runs in.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -157,16 +159,54 @@ pub(crate) fn next_token(tx: &Transaction<'_>) -> rusqlite::Result<FencingToken>
     FencingToken::from_i64(value).ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(0, value))
 }
 
+/// One of the store's connections, with the lock its write transactions share.
+pub(crate) struct Conn {
+    conn: Connection,
+    writes: Arc<Mutex<()>>,
+}
+
+impl Conn {
+    /// `conn`, writing under `writes` (one lock for every connection of a store).
+    pub(crate) fn new(conn: Connection, writes: Arc<Mutex<()>>) -> Self {
+        Self { conn, writes }
+    }
+}
+
+impl Deref for Conn {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
 /// Runs `f` in a `BEGIN IMMEDIATE` transaction with the SQLite clock, retrying a bounded number
 /// of times when the database stays locked past the busy timeout.
+///
+/// The store's connections take turns through an in-process lock before they ask SQLite for
+/// its write lock. Left to SQLite's busy handler, which sleeps and polls with growing pauses,
+/// a waiting writer kept losing to ones that came later: with eight concurrent fresh requests
+/// the slowest 1% waited 2.5 s. Other processes still meet the busy timeout.
 pub(crate) fn write<R>(
-    conn: &mut Connection,
+    conn: &mut Conn,
     mut f: impl FnMut(&Transaction<'_>, i64) -> rusqlite::Result<R>,
 ) -> rusqlite::Result<R> {
+    let writes = Arc::clone(&conn.writes);
+    let _turn = writes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut attempt = 0;
     loop {
         let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now(&tx)?;
             let r = f(&tx, now)?;
             tx.commit()?;

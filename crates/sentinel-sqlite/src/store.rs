@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use sentinel_core::store::columns::{epoch_millis, from_epoch_millis as time, millis as ms};
 use sentinel_core::store::{
     ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
@@ -23,10 +23,10 @@ use tokio::sync::oneshot;
 
 use crate::builder::{SqliteStoreBuilder, Workers};
 use crate::error::map;
-use crate::row::{COLS, Entry, load_row, log, next_token, now, row, token_param, write};
+use crate::row::{COLS, Conn, Entry, load_row, log, next_token, now, row, token_param, write};
 
 /// A unit of work for a connection thread.
-pub(crate) type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+pub(crate) type Job = Box<dyn FnOnce(&mut Conn) + Send>;
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ impl SqliteStore {
 
     pub(crate) async fn run<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.run_on(&self.inner.jobs, move |conn, _| f(conn)).await
     }
@@ -114,7 +114,7 @@ impl SqliteStore {
     async fn run_on<R: Send + 'static>(
         &self,
         queue: &Mutex<mpsc::Sender<Job>>,
-        f: impl FnOnce(&mut Connection, &dyn Fn() -> bool) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Conn, &dyn Fn() -> bool) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -139,7 +139,7 @@ impl SqliteStore {
     async fn with<R: Send + 'static>(
         &self,
         what: &'static str,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {
         let path = self.inner.path.clone();
         self.run(move |conn| f(conn).map_err(|e| map(&path, what, &e)))
