@@ -583,7 +583,7 @@ async fn read_records(
         loop {
             let page = sentinel.list(&query).await.context("listing the records")?;
             let Some(last) = page.last() else { break };
-            query.after = Some((last.namespace.clone(), last.key.clone()));
+            query.after = Some(sentinel::store::ListCursor::of(last));
             for r in &page {
                 records.insert(r.key.clone(), KeyRecord::from_record(r));
             }

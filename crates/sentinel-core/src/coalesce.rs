@@ -300,5 +300,5 @@ impl Store for Coalescing {
     }
 
     crate::forward_store!([inner] claim_many, heartbeat, complete_many, release, mark_uncertain,
-        load, list, history, reconcile, resolve, forget, prune, wait_for_change, stats, migrate);
+        load, list, counts, recent_events, history, reconcile, resolve, forget, prune, wait_for_change, stats, migrate);
 }

@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::store::{
-    ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
-    PruneQuery, Renewal, Resolution, Store, StoreStats, Waiters, Write,
+    ClaimRequest, ClaimResponse, Completion, KeyedEvent, ListOrder, ListQuery, OperatorAction,
+    OperatorResponse, PruneQuery, Renewal, Resolution, StateCount, Store, StoreStats, Waiters,
+    Write,
 };
 use crate::transition;
 use crate::{
@@ -40,7 +41,9 @@ struct Inner {
 struct Data {
     last_token: u64,
     rows: BTreeMap<(String, String), Row>,
-    events: HashMap<(String, String), Vec<Event>>,
+    /// Each key's events with their place in the whole log (for `recent_events`).
+    events: HashMap<(String, String), Vec<(u64, Event)>>,
+    last_event: u64,
 }
 
 /// Rows are kept as stored; the state is derived at read time with the host's clock.
@@ -69,7 +72,12 @@ impl Data {
     }
 
     fn log(&mut self, id: &(String, String), event: Event) {
-        self.events.entry(id.clone()).or_default().push(event);
+        self.last_event += 1;
+        let seq = self.last_event;
+        self.events
+            .entry(id.clone())
+            .or_default()
+            .push((seq, event));
     }
 }
 
@@ -257,21 +265,59 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<Record>, StoreError> {
-        use std::ops::Bound;
         let now = now();
         let data = self.data();
-        let lower = match &q.after {
-            Some(after) => Bound::Excluded(after.clone()),
-            None => Bound::Unbounded,
-        };
-        Ok(data
+        let mut records: Vec<Record> = data
             .rows
-            .range((lower, Bound::Unbounded))
+            .iter()
             .filter(|(id, _)| q.namespace.as_ref().is_none_or(|ns| *ns == id.0))
+            .filter(|(id, _)| q.key_prefix.as_ref().is_none_or(|p| id.1.starts_with(p)))
             .map(|(_, row)| row.record(now))
             .filter(|r| q.state.is_none_or(|s| s == r.state))
-            .take(q.limit)
+            .filter(|r| q.after.as_ref().is_none_or(|c| c.precedes(r, q.order)))
+            .collect();
+        let by_age = |a: &Record, b: &Record| {
+            (a.created_at, &a.namespace, &a.key).cmp(&(b.created_at, &b.namespace, &b.key))
+        };
+        match q.order {
+            ListOrder::Oldest => records.sort_by(by_age),
+            ListOrder::Newest => records.sort_by(|a, b| by_age(b, a)),
+            _ => {}
+        }
+        records.truncate(q.limit);
+        Ok(records)
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        let now = now();
+        let data = self.data();
+        let mut counts: BTreeMap<(String, &'static str), (State, u64)> = BTreeMap::new();
+        for (id, row) in &data.rows {
+            let state = row.record(now).state;
+            counts
+                .entry((id.0.clone(), state.as_str()))
+                .or_insert((state, 0))
+                .1 += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((ns, _), (state, n))| StateCount::new(ns, state, n))
             .collect())
+    }
+
+    async fn recent_events(&self, limit: usize) -> Result<Vec<KeyedEvent>, StoreError> {
+        let data = self.data();
+        let mut all: Vec<(u64, KeyedEvent)> = data
+            .events
+            .iter()
+            .flat_map(|(id, events)| {
+                events
+                    .iter()
+                    .map(|(seq, e)| (*seq, KeyedEvent::new(&id.0, &id.1, e.clone())))
+            })
+            .collect();
+        all.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        Ok(all.into_iter().take(limit).map(|(_, e)| e).collect())
     }
 
     async fn history(
@@ -284,7 +330,7 @@ impl Store for MemoryStore {
         Ok(data
             .events
             .get(&id(namespace, key))
-            .map(|e| e.iter().take(limit).cloned().collect())
+            .map(|e| e.iter().take(limit).map(|(_, e)| e.clone()).collect())
             .unwrap_or_default())
     }
 
@@ -418,9 +464,10 @@ impl Store for MemoryStore {
             .collect();
         for (id, token) in &doomed {
             data.rows.remove(id);
-            data.events.insert(
-                id.clone(),
-                vec![Event::new(EventKind::Pruned, *token, None, None, None, now)],
+            data.events.remove(id);
+            data.log(
+                id,
+                Event::new(EventKind::Pruned, *token, None, None, None, now),
             );
         }
         Ok(doomed.len() as u64)
@@ -458,11 +505,10 @@ impl Store for MemoryStore {
             if matches!(r.state, State::Uncertain | State::Reconciling) {
                 stats.uncertain += 1;
                 let since = r.uncertain_since();
-                stats.oldest_uncertain_since = Some(
-                    stats
-                        .oldest_uncertain_since
-                        .map_or(since, |o: SystemTime| o.min(since)),
-                );
+                if stats.oldest_uncertain_since.is_none_or(|o| since < o) {
+                    stats.oldest_uncertain_since = Some(since);
+                    stats.oldest_uncertain = Some((r.namespace, r.key));
+                }
             }
         }
         Ok(stats)

@@ -8,7 +8,10 @@ use tokio::time::Instant;
 
 use crate::config::{MAX_HARD_TTL, MAX_RETENTION, at_most};
 use crate::engine::timed;
-use crate::store::{ListQuery, OperatorAction, OperatorResponse, PruneQuery, Resolution};
+use crate::store::{
+    KeyedEvent, ListQuery, OperatorAction, OperatorResponse, PruneQuery, Resolution, StateCount,
+    StoreStats,
+};
 use crate::transition::{self, Refusal};
 use crate::{Error, Event, FencingToken, Record, Sentinel, State, StoreError};
 
@@ -24,16 +27,52 @@ impl Sentinel {
         Ok(timed("load", self.inner.store.load(namespace, key)).await?)
     }
 
-    /// Lists records, ordered by namespace and key; page with `query.after`.
+    /// Lists records in `query.order` (by namespace and key unless asked otherwise); page with
+    /// `query.after` set to [`ListCursor::of`](crate::store::ListCursor::of) the last record.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a zero limit; [`Error::Store`].
+    /// [`Error::InvalidInput`] for a zero limit, a bad namespace, or a key prefix longer than a
+    /// key may be; [`Error::Store`].
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, Error> {
         if query.limit == 0 {
             return Err(Error::invalid("list limit must be positive"));
         }
+        if let Some(ns) = &query.namespace {
+            crate::validate_namespace(ns)?;
+        }
+        if let Some(p) = query.key_prefix.as_deref().filter(|p| !p.is_empty()) {
+            crate::validate_key(p)?;
+        }
         Ok(timed("list", self.inner.store.list(query)).await?)
+    }
+
+    /// How many records each namespace has in each state, per the store's clock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn counts(&self) -> Result<Vec<StateCount>, Error> {
+        Ok(timed("counts", self.inner.store.counts()).await?)
+    }
+
+    /// The last `limit` events of every key, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn recent_events(&self, limit: usize) -> Result<Vec<KeyedEvent>, Error> {
+        Ok(timed("recent_events", self.inner.store.recent_events(limit)).await?)
+    }
+
+    /// The store's figures for alerting: how many records are uncertain or reconciling, and the
+    /// oldest of them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn store_stats(&self) -> Result<StoreStats, Error> {
+        Ok(timed("stats", self.inner.store.stats()).await?)
     }
 
     /// The events of one key, oldest first, at most `limit`.

@@ -250,8 +250,13 @@ pub struct ListQuery {
     pub namespace: Option<String>,
     /// Only records in this state, per the store's clock.
     pub state: Option<State>,
-    /// Return records strictly after this `(namespace, key)` (keyset pagination).
-    pub after: Option<(String, String)>,
+    /// Only keys that start with this (compared character by character, no wildcards).
+    pub key_prefix: Option<String>,
+    /// The order of the page.
+    pub order: ListOrder,
+    /// Return records strictly after this one in `order` (keyset pagination): the cursor of
+    /// the last record of the previous page, [`ListCursor::of`].
+    pub after: Option<ListCursor>,
     /// Page size.
     pub limit: usize,
 }
@@ -262,6 +267,104 @@ impl ListQuery {
         Self {
             limit,
             ..Self::default()
+        }
+    }
+}
+
+/// The order of [`Store::list`]. Ties on `created_at` are broken by `(namespace, key)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListOrder {
+    /// By `(namespace, key)`.
+    #[default]
+    Key,
+    /// Oldest first: by `created_at`, then `(namespace, key)`.
+    Oldest,
+    /// Newest first: by `created_at` descending, then `(namespace, key)` descending.
+    Newest,
+}
+
+/// Where a page of [`Store::list`] starts: the position of the last record of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListCursor {
+    /// The record's `created_at` (used by the age orders).
+    pub created_at: SystemTime,
+    /// The record's namespace.
+    pub namespace: String,
+    /// The record's key.
+    pub key: String,
+}
+
+impl ListCursor {
+    /// The position of `record`.
+    pub fn of(record: &Record) -> Self {
+        Self::new(record.created_at, &record.namespace, &record.key)
+    }
+
+    /// A position from its parts.
+    pub fn new(created_at: SystemTime, namespace: &str, key: &str) -> Self {
+        Self {
+            created_at,
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Whether `record` comes strictly after this position in `order`.
+    pub fn precedes(&self, record: &Record, order: ListOrder) -> bool {
+        let mine = (self.namespace.as_str(), self.key.as_str());
+        let theirs = (record.namespace.as_str(), record.key.as_str());
+        match order {
+            ListOrder::Key => theirs > mine,
+            ListOrder::Oldest => (record.created_at, theirs) > (self.created_at, mine),
+            ListOrder::Newest => (record.created_at, theirs) < (self.created_at, mine),
+        }
+    }
+}
+
+/// How many records of one namespace are in one state, for [`Store::counts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateCount {
+    /// The namespace.
+    pub namespace: String,
+    /// The state, per the store's clock.
+    pub state: State,
+    /// How many.
+    pub count: u64,
+}
+
+impl StateCount {
+    /// Builds a count.
+    pub fn new(namespace: impl Into<String>, state: State, count: u64) -> Self {
+        Self {
+            namespace: namespace.into(),
+            state,
+            count,
+        }
+    }
+}
+
+/// An event with the key it belongs to, for [`Store::recent_events`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct KeyedEvent {
+    /// Namespace of the key.
+    pub namespace: String,
+    /// The key.
+    pub key: String,
+    /// The event.
+    pub event: Event,
+}
+
+impl KeyedEvent {
+    /// Builds a keyed event.
+    pub fn new(namespace: impl Into<String>, key: impl Into<String>, event: Event) -> Self {
+        Self {
+            namespace: namespace.into(),
+            key: key.into(),
+            event,
         }
     }
 }
@@ -288,13 +391,15 @@ impl PruneQuery {
 }
 
 /// Figures for alerting.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct StoreStats {
     /// Records uncertain or reconciling, per the store's clock.
     pub uncertain: u64,
     /// Since when the oldest of them is uncertain.
     pub oldest_uncertain_since: Option<SystemTime>,
+    /// That record's `(namespace, key)`.
+    pub oldest_uncertain: Option<(String, String)>,
     /// The store's clock.
     pub now: Option<SystemTime>,
 }
@@ -356,8 +461,16 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Reads one record, with its state per the store's clock.
     async fn load(&self, namespace: &str, key: &str) -> Result<Option<Record>, StoreError>;
 
-    /// Lists records ordered by `(namespace, key)`.
+    /// Lists records in `query.order`, after `query.after`, filtered by namespace, state (per
+    /// the store's clock) and key prefix.
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, StoreError>;
+
+    /// How many records each namespace has in each state (per the store's clock); states with
+    /// none are left out. Ordered by namespace, then state.
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError>;
+
+    /// The last `limit` events of every key, newest first.
+    async fn recent_events(&self, limit: usize) -> Result<Vec<KeyedEvent>, StoreError>;
 
     /// The events of one key, oldest first, at most `limit`.
     async fn history(
@@ -404,7 +517,7 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<(), StoreError>;
 
-    /// Counts uncertain and reconciling records, for alerting.
+    /// Counts uncertain and reconciling records, and finds the oldest, for alerting.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 
     /// Creates or upgrades the store's schema; idempotent and safe to run from many processes at
@@ -544,8 +657,8 @@ pub mod columns {
 ///     }
 ///
 ///     sentinel_core::forward_store!([inner] claim_many, heartbeat, complete, complete_many,
-///         release, mark_uncertain, load, list, history, reconcile, resolve, forget, prune,
-///         wait_for_change, stats, migrate);
+///         release, mark_uncertain, load, list, counts, recent_events, history, reconcile,
+///         resolve, forget, prune, wait_for_change, stats, migrate);
 /// }
 /// # let _ = Counting { inner: Arc::new(MemoryStore::new()), claims: Default::default() };
 /// ```
@@ -610,6 +723,18 @@ macro_rules! forward_store {
             -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::Record>>
         where 's: 'async_trait, 'a: 'async_trait, Self: 'async_trait
         { self.$($i)+.list(query) }
+    };
+    (@one [$($i:tt)+] counts) => {
+        fn counts<'s, 'async_trait>(&'s self)
+            -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::store::StateCount>>
+        where 's: 'async_trait, Self: 'async_trait
+        { self.$($i)+.counts() }
+    };
+    (@one [$($i:tt)+] recent_events) => {
+        fn recent_events<'s, 'async_trait>(&'s self, limit: usize)
+            -> $crate::store::StoreFuture<'async_trait, ::std::vec::Vec<$crate::store::KeyedEvent>>
+        where 's: 'async_trait, Self: 'async_trait
+        { self.$($i)+.recent_events(limit) }
     };
     (@one [$($i:tt)+] history) => {
         fn history<'s, 'a, 'b, 'async_trait>(&'s self, namespace: &'a str, key: &'b str,
@@ -678,6 +803,6 @@ pub fn shared(store: impl Store) -> Arc<dyn Store> {
 #[deny(clippy::missing_trait_methods)]
 impl<T: Store + ?Sized> Store for Arc<T> {
     crate::forward_store!([as_ref()] claim, claim_many, heartbeat, complete, complete_many,
-        release, mark_uncertain, load, list, history, reconcile, resolve, forget, prune,
-        wait_for_change, stats, migrate);
+        release, mark_uncertain, load, list, counts, recent_events, history, reconcile, resolve,
+        forget, prune, wait_for_change, stats, migrate);
 }

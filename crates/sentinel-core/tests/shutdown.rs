@@ -30,7 +30,7 @@ impl Store for CountingWaits {
     }
 
     sentinel_core::forward_store!([inner] claim, claim_many, heartbeat, complete, complete_many,
-        release, mark_uncertain, load, list, history, reconcile, resolve, forget, prune, stats,
+        release, mark_uncertain, load, list, counts, recent_events, history, reconcile, resolve, forget, prune, stats,
         migrate);
 }
 

@@ -20,13 +20,16 @@ pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, Store
     row.try_get(i).map_err(row_shape)
 }
 
+/// A state as the store spells it.
+pub(crate) fn state(s: &str) -> Result<State, StoreError> {
+    State::from_str(s).map_err(|_| StoreError::other(format!("unknown state {s} in the store")))
+}
+
 /// The record whose columns start at `start`; column 0 is the statement's `now()`.
 pub(crate) fn record(row: &Row, start: usize) -> Result<Record, StoreError> {
     let now: SystemTime = get(row, 0)?;
     let at = |i: usize| start + i;
-    let state: String = get(row, at(2))?;
-    let state = State::from_str(&state)
-        .map_err(|_| StoreError::other(format!("unknown state {state} in the store")))?;
+    let state = self::state(&get::<String>(row, at(2))?)?;
     let kind: Option<String> = get(row, at(16))?;
     let result_text: Option<String> = get(row, at(17))?;
     let reason: Option<String> = get(row, at(15))?;

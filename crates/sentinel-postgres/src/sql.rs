@@ -7,6 +7,7 @@ const TEXT: Type = Type::TEXT;
 const INT8: Type = Type::INT8;
 const BYTEA: Type = Type::BYTEA;
 const BOOL: Type = Type::BOOL;
+const TIMESTAMPTZ: Type = Type::TIMESTAMPTZ;
 const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
 const INT8_ARRAY: Type = Type::INT8_ARRAY;
 const BYTEA_ARRAY: Type = Type::BYTEA_ARRAY;
@@ -94,7 +95,10 @@ pub(crate) struct Sql {
     pub(crate) release: Stmt,
     pub(crate) mark_uncertain: Stmt,
     pub(crate) load: Stmt,
-    pub(crate) list: Stmt,
+    /// By [`ListOrder`](sentinel_core::store::ListOrder): key, oldest, newest.
+    pub(crate) list: [Stmt; 3],
+    pub(crate) counts: Stmt,
+    pub(crate) recent_events: Stmt,
     pub(crate) history: Stmt,
     pub(crate) reconcile: Stmt,
     pub(crate) resolve_complete: Stmt,
@@ -289,15 +293,48 @@ impl Sql {
                 "SELECT now(), {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2"
                 ),
             ),
-            list: Stmt::new(
-                &[TEXT, TEXT, TEXT, TEXT, INT8],
+            // The age orders take the cursor's created_at as a seventh parameter (a statement
+            // is prepared untyped, so each parameter it has must appear in it).
+            list: [
+                ("namespace, key", "(namespace, key) > ($2, $3)"),
+                ("created_at, namespace, key", "(created_at, namespace, key) > ($7, $2, $3)"),
+                (
+                    "created_at DESC, namespace DESC, key DESC",
+                    "(created_at, namespace, key) < ($7, $2, $3)",
+                ),
+            ]
+            .map(|(order, after)| {
+                let types: &'static [Type] = if after.contains("$7") {
+                    &[TEXT, TEXT, TEXT, TEXT, TEXT, INT8, TIMESTAMPTZ]
+                } else {
+                    &[TEXT, TEXT, TEXT, TEXT, TEXT, INT8]
+                };
+                Stmt::new(
+                    types,
+                    format!(
+                        "SELECT now(), {COLS} FROM {s}.executions
+                         WHERE ($1::text IS NULL OR namespace = $1)
+                           AND ($2::text IS NULL OR {after})
+                           AND ($4::text IS NULL OR {DERIVED_STATE} = $4::text)
+                           AND ($5::text IS NULL OR left(key, length($5)) = $5)
+                         ORDER BY {order}
+                         LIMIT $6"
+                    ),
+                )
+            }),
+            counts: Stmt::new(
+                &[],
                 format!(
-                "SELECT now(), {COLS} FROM {s}.executions
-                 WHERE ($1::text IS NULL OR namespace = $1)
-                   AND ($2::text IS NULL OR (namespace, key) > ($2::text, $3::text))
-                   AND ($4::text IS NULL OR {DERIVED_STATE} = $4::text)
-                 ORDER BY namespace, key
-                 LIMIT $5"
+                    "SELECT namespace, {DERIVED_STATE} AS s, count(*) FROM {s}.executions
+                     GROUP BY namespace, s ORDER BY namespace, s"
+                ),
+            ),
+            recent_events: Stmt::new(
+                &[INT8],
+                format!(
+                    "SELECT event, fencing_token, owner_host, owner_pid, owner_attempt, actor,
+                        reason, at, namespace, key
+                     FROM {s}.events ORDER BY id DESC LIMIT $1"
                 ),
             ),
             history: Stmt::new(
@@ -430,10 +467,16 @@ impl Sql {
             stats: Stmt::new(
                 &[],
                 format!(
-                "SELECT now(), count(*),
-                    min(CASE WHEN state = 'running' THEN lease_expires_at ELSE updated_at END)
-                 FROM {s}.executions
-                 WHERE {DERIVED_STATE} IN ('uncertain', 'reconciling')"
+                "WITH u AS (
+                    SELECT namespace, key,
+                        CASE WHEN state = 'running' THEN lease_expires_at ELSE updated_at END
+                            AS since
+                    FROM {s}.executions
+                    WHERE {DERIVED_STATE} IN ('uncertain', 'reconciling')
+                 )
+                 SELECT now(), (SELECT count(*) FROM u), o.since, o.namespace, o.key
+                 FROM (SELECT 1) one
+                 LEFT JOIN (SELECT * FROM u ORDER BY since, namespace, key LIMIT 1) o ON true"
                 ),
             ),
             channel,

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use sentinel_core::store::columns::{self, millis};
 use sentinel_core::store::{
-    ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
-    PruneQuery, Renewal, Resolution, Store, StoreStats, Write,
+    ClaimRequest, ClaimResponse, Completion, KeyedEvent, ListOrder, ListQuery, OperatorAction,
+    OperatorResponse, PruneQuery, Renewal, Resolution, StateCount, Store, StoreStats, Write,
 };
 use sentinel_core::{Error, Event, FencingToken, Record, State, StoreError, UncertainReason};
 use tokio::sync::Mutex;
@@ -827,20 +827,63 @@ impl Store for PgStore {
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Vec<Record>, StoreError> {
-        let (after_ns, after_key) = match &q.after {
-            Some((ns, k)) => (Some(ns.as_str()), Some(k.as_str())),
-            None => (None, None),
+        let after = q.after.as_ref();
+        let (stmt, by_age) = match q.order {
+            ListOrder::Oldest => (&self.inner.sql.list[1], true),
+            ListOrder::Newest => (&self.inner.sql.list[2], true),
+            _ => (&self.inner.sql.list[0], false),
         };
+        let (after_ns, after_key) = (
+            after.map(|c| c.namespace.as_str()),
+            after.map(|c| c.key.as_str()),
+        );
         let state = q.state.map(State::as_str);
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let created = after.map(|c| c.created_at);
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &q.namespace,
+            &after_ns,
+            &after_key,
+            &state,
+            &q.key_prefix,
+            &limit,
+            &created,
+        ];
         let rows = self
-            .read(
-                "list",
-                &self.inner.sql.list,
-                &[&q.namespace, &after_ns, &after_key, &state, &limit],
-            )
+            .read("list", stmt, &params[..if by_age { 7 } else { 6 }])
             .await?;
         rows.iter().map(|r| row::record(r, 1)).collect()
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        let rows = self.read("counts", &self.inner.sql.counts, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = row::get(r, 1)?;
+                let n: i64 = row::get(r, 2)?;
+                Ok(StateCount::new(
+                    row::get::<String>(r, 0)?,
+                    row::state(&state)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn recent_events(&self, limit: usize) -> Result<Vec<KeyedEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .read("recent_events", &self.inner.sql.recent_events, &[&limit])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyedEvent::new(
+                    row::get::<String>(r, 8)?,
+                    row::get::<String>(r, 9)?,
+                    row::event(r)?,
+                ))
+            })
+            .collect()
     }
 
     async fn history(
@@ -1012,6 +1055,9 @@ impl Store for PgStore {
             let n: i64 = row::get(r, 1)?;
             stats.uncertain = u64::try_from(n).unwrap_or(0);
             stats.oldest_uncertain_since = row::get(r, 2)?;
+            let ns: Option<String> = row::get(r, 3)?;
+            let key: Option<String> = row::get(r, 4)?;
+            stats.oldest_uncertain = ns.zip(key);
         }
         Ok(stats)
     }

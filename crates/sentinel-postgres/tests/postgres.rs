@@ -890,7 +890,7 @@ impl sentinel_core::store::Store for CountingLoads {
         self.inner.stats().await
     }
     sentinel_core::forward_store!([inner] claim, claim_many, heartbeat, complete, complete_many,
-        release, mark_uncertain, list, history, reconcile, resolve, forget, prune,
+        release, mark_uncertain, list, counts, recent_events, history, reconcile, resolve, forget, prune,
         wait_for_change, migrate);
 }
 

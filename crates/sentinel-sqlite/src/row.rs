@@ -9,7 +9,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use sentinel_core::store::columns::from_epoch_millis as time;
 use sentinel_core::{
-    EventKind, FencingToken, Owner, ResultKind, State, StoredResult, StoredRow, UncertainReason,
+    Event, EventKind, FencingToken, Owner, ResultKind, State, StoredResult, StoredRow,
+    UncertainReason,
 };
 
 use crate::error::is_busy;
@@ -34,6 +35,50 @@ pub(crate) fn now(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(NOW, [], |r| r.get(0))
 }
 
+/// The state of a row per the store's clock, in SQL; `now` names the parameter that holds it.
+pub(crate) fn derived_state(now: &str) -> String {
+    format!(
+        "(CASE WHEN state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= {now}) \
+         THEN 'uncertain' ELSE state END)"
+    )
+}
+
+/// The columns [`event`] reads, in its order.
+pub(crate) const EVENT_COLS: &str =
+    "event, fencing_token, owner_host, owner_pid, owner_attempt, actor, reason, at";
+
+/// An event from the columns of [`EVENT_COLS`].
+pub(crate) fn event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let kind: String = r.get(0)?;
+    let token: i64 = r.get(1)?;
+    let bad = |w: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            w.to_owned().into(),
+        )
+    };
+    Ok(Event::new(
+        EventKind::parse(&kind).ok_or_else(|| bad("unknown event"))?,
+        FencingToken::from_i64(token).ok_or_else(|| bad("negative token"))?,
+        Owner::from_columns(r.get(2)?, r.get(3)?, r.get(4)?),
+        r.get(5)?,
+        r.get(6)?,
+        time(r.get(7)?),
+    ))
+}
+
+/// A state as the store spells it.
+pub(crate) fn state(s: &str) -> rusqlite::Result<State> {
+    State::from_str(s).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown state {s}").into(),
+        )
+    })
+}
+
 pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
     let state: String = r.get(2)?;
     let token: i64 = r.get(3)?;
@@ -46,7 +91,7 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
     Ok(StoredRow {
         namespace: r.get(0)?,
         key: r.get(1)?,
-        state: State::from_str(&state).map_err(|_| bad(format!("unknown state {state}")))?,
+        state: self::state(&state)?,
         fencing_token: FencingToken::from_i64(token).ok_or_else(|| bad("negative token".into()))?,
         owner: Owner::from_columns(r.get(4)?, r.get(5)?, r.get(6)?),
         operator: r.get(7)?,

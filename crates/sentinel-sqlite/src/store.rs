@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use sentinel_core::store::columns::{epoch_millis, from_epoch_millis as time, millis as ms};
 use sentinel_core::store::{
-    ClaimRequest, ClaimResponse, Completion, ListQuery, OperatorAction, OperatorResponse,
-    PruneQuery, Renewal, Resolution, Store, StoreStats, Waiters, Write,
+    ClaimRequest, ClaimResponse, Completion, KeyedEvent, ListOrder, ListQuery, OperatorAction,
+    OperatorResponse, PruneQuery, Renewal, Resolution, StateCount, Store, StoreStats, Waiters,
+    Write,
 };
 use sentinel_core::transition;
 use sentinel_core::{
@@ -23,7 +24,10 @@ use tokio::sync::oneshot;
 
 use crate::builder::{SqliteStoreBuilder, Workers};
 use crate::error::map;
-use crate::row::{COLS, Conn, Entry, load_row, log, next_token, now, row, token_param, write};
+use crate::row::{
+    COLS, Conn, EVENT_COLS, Entry, derived_state, event, load_row, log, next_token, now, row,
+    state, token_param, write,
+};
 
 /// A unit of work for a connection thread.
 pub(crate) type Job = Box<dyn FnOnce(&mut Conn) + Send>;
@@ -388,33 +392,82 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.with("list", move |conn| {
             let now = now(conn)?;
-            let (after_ns, after_key) = match &q.after {
-                Some((n, k)) => (Some(n.clone()), Some(k.clone())),
-                None => (None, None),
+            let (order, after) = match q.order {
+                ListOrder::Oldest => (
+                    "created_at, namespace, key",
+                    "(created_at, namespace, key) > (?2, ?3, ?4)",
+                ),
+                ListOrder::Newest => (
+                    "created_at DESC, namespace DESC, key DESC",
+                    "(created_at, namespace, key) < (?2, ?3, ?4)",
+                ),
+                _ => ("namespace, key", "(namespace, key) > (?3, ?4)"),
             };
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLS} FROM executions
                  WHERE (?1 IS NULL OR namespace = ?1)
-                   AND (?2 IS NULL OR namespace > ?2 OR (namespace = ?2 AND key > ?3))
-                   AND (?4 IS NULL OR (CASE WHEN state = 'running'
-                        AND (lease_expires_at IS NULL OR lease_expires_at <= ?5)
-                        THEN 'uncertain' ELSE state END) = ?4)
-                 ORDER BY namespace, key
-                 LIMIT ?6"
+                   AND (?3 IS NULL OR {after})
+                   AND (?5 IS NULL OR {state} = ?5)
+                   AND (?7 IS NULL OR substr(key, 1, length(?7)) = ?7)
+                 ORDER BY {order}
+                 LIMIT ?8",
+                state = derived_state("?6")
             ))?;
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let after = q.after.as_ref();
             let rows = stmt.query_map(
                 params![
                     q.namespace,
-                    after_ns,
-                    after_key,
+                    after.map(|c| epoch_millis(c.created_at)),
+                    after.map(|c| c.namespace.as_str()),
+                    after.map(|c| c.key.as_str()),
                     q.state.map(State::as_str),
                     now,
+                    q.key_prefix,
                     limit
                 ],
                 row,
             )?;
             rows.map(|r| r.map(|r| r.into_record(time(now)))).collect()
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
+        self.with("counts", move |conn| {
+            let now = now(conn)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT namespace, {} AS s, count(*) FROM executions
+                 GROUP BY namespace, s ORDER BY namespace, s",
+                derived_state("?1")
+            ))?;
+            let rows = stmt.query_map(params![now], |r| {
+                let n: i64 = r.get(2)?;
+                Ok(StateCount::new(
+                    r.get::<_, String>(0)?,
+                    state(&r.get::<_, String>(1)?)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn recent_events(&self, limit: usize) -> Result<Vec<KeyedEvent>, StoreError> {
+        self.with("recent_events", move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLS}, namespace, key FROM events ORDER BY id DESC LIMIT ?1"
+            ))?;
+            let rows = stmt.query_map(params![limit], |r| {
+                Ok(KeyedEvent::new(
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    event(r)?,
+                ))
+            })?;
+            rows.collect()
         })
         .await
     }
@@ -428,29 +481,10 @@ impl Store for SqliteStore {
         let (ns, k) = (namespace.to_owned(), key.to_owned());
         self.with("history", move |conn| {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let mut stmt = conn.prepare_cached(
-                "SELECT event, fencing_token, owner_host, owner_pid, owner_attempt, actor, reason, at
-                 FROM events WHERE namespace = ?1 AND key = ?2 ORDER BY id LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![ns, k, limit], |r| {
-                let kind: String = r.get(0)?;
-                let token: i64 = r.get(1)?;
-                let bad = |w: &str| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        0,
-                        rusqlite::types::Type::Text,
-                        w.to_owned().into(),
-                    )
-                };
-                Ok(Event::new(
-                    EventKind::parse(&kind).ok_or_else(|| bad("unknown event"))?,
-                    FencingToken::from_i64(token).ok_or_else(|| bad("negative token"))?,
-                    Owner::from_columns(r.get(2)?, r.get(3)?, r.get(4)?),
-                    r.get(5)?,
-                    r.get(6)?,
-                    time(r.get(7)?),
-                ))
-            })?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM events WHERE namespace = ?1 AND key = ?2 ORDER BY id LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![ns, k, limit], event)?;
             rows.collect()
         })
         .await
@@ -677,17 +711,37 @@ impl Store for SqliteStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.with("stats", move |conn| {
             let now = now(conn)?;
-            let (count, oldest): (i64, Option<i64>) = conn.query_row(
-                "SELECT count(*), min(CASE WHEN state = 'running' THEN lease_expires_at ELSE updated_at END)
-                 FROM executions
-                 WHERE state IN ('uncertain', 'reconciling')
-                    OR (state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?1))",
-                params![now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (count, oldest) = conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM executions WHERE {} IN ('uncertain', 'reconciling')",
+                        derived_state("?1")
+                    ),
+                    params![now],
+                    |r| r.get::<_, i64>(0),
+                )
+                .and_then(|count| {
+                    let oldest = conn
+                        .query_row(
+                            &format!(
+                                "SELECT CASE WHEN state = 'running' THEN lease_expires_at
+                                ELSE updated_at END AS since, namespace, key
+                             FROM executions WHERE {} IN ('uncertain', 'reconciling')
+                             ORDER BY since, namespace, key LIMIT 1",
+                                derived_state("?1")
+                            ),
+                            params![now],
+                            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+                        )
+                        .optional()?;
+                    Ok((count, oldest))
+                })?;
             let mut stats = StoreStats::default();
             stats.uncertain = u64::try_from(count).unwrap_or(0);
-            stats.oldest_uncertain_since = oldest.map(time);
+            if let Some((since, ns, key)) = oldest {
+                stats.oldest_uncertain_since = Some(time(since));
+                stats.oldest_uncertain = Some((ns, key));
+            }
             stats.now = Some(time(now));
             Ok(stats)
         })

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sentinel_core::store::{
-    ClaimRequest, ClaimResponse, ListQuery, OperatorAction, PruneQuery, Resolution, Store,
+    ClaimRequest, ClaimResponse, ListCursor, ListOrder, ListQuery, OperatorAction, PruneQuery,
+    Resolution, Store,
 };
 use sentinel_core::{
     Begin, Disposition, Error, EventKind, FailurePolicy, FencingToken, LeaseLost,
@@ -1525,7 +1526,7 @@ pub async fn list_filters_by_state_and_pages(store: Arc<dyn Store>) {
         assert!(page.len() <= 2);
         assert!(page.iter().all(|r| r.state == State::Completed));
         let last = page.last().unwrap();
-        q.after = Some((last.namespace.clone(), last.key.clone()));
+        q.after = Some(ListCursor::of(last));
         seen.extend(page.into_iter().map(|r| r.key));
     }
     assert_eq!(seen, ["done-0", "done-1", "done-2", "done-3", "done-4"]);
@@ -1556,6 +1557,114 @@ pub async fn list_filters_by_state_and_pages(store: Arc<dyn Store>) {
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.uncertain, 1);
     assert!(stats.oldest_uncertain_since.is_some());
+    assert_eq!(
+        stats.oldest_uncertain,
+        Some(("default".into(), "bad".into()))
+    );
+}
+
+/// Keys of `query`, through every page of `page` records.
+async fn all_pages(s: &Sentinel, mut query: ListQuery, page: usize) -> Vec<String> {
+    query.limit = page;
+    let mut keys = Vec::new();
+    loop {
+        let records = s.list(&query).await.unwrap();
+        assert!(records.len() <= page);
+        let Some(last) = records.last() else {
+            return keys;
+        };
+        query.after = Some(ListCursor::of(last));
+        keys.extend(records.into_iter().map(|r| r.key));
+    }
+}
+
+/// list orders by age both ways with keyset pages, and a key prefix is matched literally.
+pub async fn list_by_age_pages_both_ways_with_a_key_prefix(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    // Created in this order; ties on created_at fall back to the key, which also ascends.
+    for key in ["k_0", "k_1", "kx2", "k_3", "other", "k_4"] {
+        assert!(run_value(&s, key, 1).await.ran_here());
+    }
+    let mut q = ListQuery::new(0);
+    q.key_prefix = Some("k_".into());
+    q.order = ListOrder::Oldest;
+    assert_eq!(
+        all_pages(&s, q.clone(), 2).await,
+        ["k_0", "k_1", "k_3", "k_4"]
+    );
+    q.order = ListOrder::Newest;
+    assert_eq!(
+        all_pages(&s, q.clone(), 3).await,
+        ["k_4", "k_3", "k_1", "k_0"]
+    );
+    q.order = ListOrder::Key;
+    q.key_prefix = Some("k".into());
+    assert_eq!(
+        all_pages(&s, q.clone(), 4).await,
+        ["k_0", "k_1", "k_3", "k_4", "kx2"]
+    );
+    q.key_prefix = Some("%".into());
+    assert!(all_pages(&s, q, 4).await.is_empty());
+}
+
+/// counts groups records by namespace and by state as the store's clock sees it.
+pub async fn counts_group_by_namespace_and_state(store: Arc<dyn Store>) {
+    let s = sentinel(store.clone());
+    assert!(s.counts().await.unwrap().is_empty());
+    for i in 0..3 {
+        assert!(run_value(&s, &format!("done-{i}"), i).await.ran_here());
+    }
+    let _: Out = s
+        .once("bad")
+        .run(|_| async { Err("x".into()) })
+        .await
+        .unwrap();
+    claim_and_die(&store, "live", Duration::from_secs(60)).await;
+    let other: Out = s
+        .once("k")
+        .namespace("other")
+        .run(|_| async { Ok(1) })
+        .await
+        .unwrap();
+    assert!(other.ran_here());
+    let counts: Vec<(String, State, u64)> = s
+        .counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.namespace, c.state, c.count))
+        .collect();
+    let mut expected = vec![
+        ("default".to_owned(), State::Completed, 3),
+        ("default".to_owned(), State::Running, 1),
+        ("default".to_owned(), State::Uncertain, 1),
+        ("other".to_owned(), State::Completed, 1),
+    ];
+    expected.sort_by(|a, b| (&a.0, a.1.as_str()).cmp(&(&b.0, b.1.as_str())));
+    assert_eq!(counts, expected);
+}
+
+/// recent_events lists the log across keys, newest first, with the key of each event.
+pub async fn recent_events_are_newest_first_across_keys(store: Arc<dyn Store>) {
+    let s = sentinel(store);
+    assert!(s.recent_events(10).await.unwrap().is_empty());
+    assert!(run_value(&s, "a", 1).await.ran_here());
+    assert!(run_value(&s, "b", 2).await.ran_here());
+    let recent: Vec<(String, EventKind)> = s
+        .recent_events(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.event.kind))
+        .collect();
+    assert_eq!(
+        recent,
+        [
+            ("b".to_owned(), EventKind::Completed),
+            ("b".to_owned(), EventKind::Acquired),
+            ("a".to_owned(), EventKind::Completed),
+        ]
+    );
 }
 
 /// A key whose expired lease was derived uncertain can be reconciled.
@@ -1662,6 +1771,9 @@ macro_rules! conformance_tests {
             concurrent_callers_run_each_key_once,
             waiting_caller_gets_the_replay,
             list_filters_by_state_and_pages,
+            list_by_age_pages_both_ways_with_a_key_prefix,
+            counts_group_by_namespace_and_state,
+            recent_events_are_newest_first_across_keys,
             shutdown_waits_then_refuses,
         );
     };

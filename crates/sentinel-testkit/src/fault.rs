@@ -205,6 +205,6 @@ impl Store for FaultStore {
         self.inner.release(namespace, key, token).await
     }
 
-    sentinel_core::forward_store!([inner] mark_uncertain, list, history, reconcile, resolve,
+    sentinel_core::forward_store!([inner] mark_uncertain, list, counts, recent_events, history, reconcile, resolve,
         forget, prune, wait_for_change, stats, migrate);
 }
