@@ -711,34 +711,31 @@ impl Store for SqliteStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.with("stats", move |conn| {
             let now = now(conn)?;
-            let (count, oldest) = conn
-                .query_row(
-                    &format!(
-                        "SELECT count(*) FROM executions WHERE {} IN ('uncertain', 'reconciling')",
-                        derived_state("?1")
-                    ),
-                    params![now],
-                    |r| r.get::<_, i64>(0),
-                )
-                .and_then(|count| {
-                    let oldest = conn
-                        .query_row(
-                            &format!(
-                                "SELECT CASE WHEN state = 'running' THEN lease_expires_at
-                                ELSE updated_at END AS since, namespace, key
-                             FROM executions WHERE {} IN ('uncertain', 'reconciling')
-                             ORDER BY since, namespace, key LIMIT 1",
-                                derived_state("?1")
-                            ),
-                            params![now],
-                            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
-                        )
-                        .optional()?;
-                    Ok((count, oldest))
-                })?;
+            // One statement, as on PostgreSQL: the count and the oldest come from one read.
+            let (count, oldest) = conn.query_row(
+                &format!(
+                    "WITH u AS (
+                        SELECT namespace, key,
+                            CASE WHEN state = 'running' THEN lease_expires_at ELSE updated_at END
+                                AS since
+                        FROM executions WHERE {} IN ('uncertain', 'reconciling')
+                     )
+                     SELECT (SELECT count(*) FROM u), o.since, o.namespace, o.key
+                     FROM (SELECT 1) one
+                     LEFT JOIN (SELECT * FROM u ORDER BY since, namespace, key LIMIT 1) o",
+                    derived_state("?1")
+                ),
+                params![now],
+                |r| {
+                    let since: Option<i64> = r.get(1)?;
+                    let ns: Option<String> = r.get(2)?;
+                    let key: Option<String> = r.get(3)?;
+                    Ok((r.get::<_, i64>(0)?, since.zip(ns.zip(key))))
+                },
+            )?;
             let mut stats = StoreStats::default();
             stats.uncertain = u64::try_from(count).unwrap_or(0);
-            if let Some((since, ns, key)) = oldest {
+            if let Some((since, (ns, key))) = oldest {
                 stats.oldest_uncertain_since = Some(time(since));
                 stats.oldest_uncertain = Some((ns, key));
             }
