@@ -117,6 +117,8 @@ pub(crate) enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Serve the operator console (pages, JSON API, /metrics) over every namespace of the store.
+    Serve(ServeArgs),
     /// Delete completed records of the namespace whose retention passed (never running or
     /// uncertain ones).
     Prune {
@@ -179,6 +181,18 @@ pub(crate) struct ResolveArgs {
     /// Why (recorded in the history).
     #[arg(long)]
     pub(crate) reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Users, one per line: `name role secret` (role viewer or operator). Required to listen on
+    /// anything but loopback; without it every caller is an operator recorded as
+    /// SENTINEL_ACTOR or user@host.
+    #[arg(long, env = "SENTINEL_AUTH_FILE")]
+    pub(crate) auth_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

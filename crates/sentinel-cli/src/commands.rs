@@ -40,7 +40,7 @@ pub(crate) async fn inspect(t: &Target, key: &str, json: bool) -> Result<u8, Fai
         ));
     };
     if json {
-        println!("{}", format::record_json(&record));
+        println!("{}", sentinel::format::record_json(&record));
     } else {
         print!("{}", format::record_text(&record));
     }
@@ -59,7 +59,7 @@ pub(crate) async fn history(
         .await
         .map_err(|e| t.fail(e))?;
     if json {
-        let all: Vec<_> = events.iter().map(format::event_json).collect();
+        let all: Vec<_> = events.iter().map(sentinel::format::event_json).collect();
         println!("{}", serde_json::Value::Array(all));
     } else if events.is_empty() {
         eprintln!(
@@ -83,7 +83,7 @@ pub(crate) async fn list(
     q.state = state;
     let records = t.sentinel.list(&q).await.map_err(|e| t.fail(e))?;
     if json {
-        let all: Vec<_> = records.iter().map(format::record_json).collect();
+        let all: Vec<_> = records.iter().map(sentinel::format::record_json).collect();
         println!("{}", serde_json::Value::Array(all));
     } else {
         print!("{}", format::records_table(&records));

@@ -13,6 +13,7 @@ mod duration;
 mod exit;
 mod format;
 mod run;
+mod serve;
 mod store;
 
 use std::process::ExitCode;
@@ -50,6 +51,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         .build()
         .map_err(|e| Failure::new(Exit::Internal, format!("cannot start: {e}")))?;
     runtime.block_on(async {
+        // Checked before the store opens, so that a refused address touches nothing.
+        let console = match &cli.command {
+            Command::Serve(args) => Some(serve::prepare(args)?),
+            _ => None,
+        };
         let url = store::resolve_url(cli.database_url)?;
         sentinel::validate_namespace(&cli.namespace).map_err(|e| exit::fail(e, &url))?;
         let target = store::Target::open(url, cli.namespace, &cli.command).await?;
@@ -69,6 +75,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 commands::reconcile(&target, &key, force, reason).await
             }
             Command::Resolve(args) => commands::resolve(&target, args).await,
+            Command::Serve(_) => match console {
+                Some(c) => serve::serve(&target, c).await,
+                None => unreachable!("prepared above"),
+            },
             Command::Forget { key, reason } => commands::forget(&target, &key, reason).await,
             Command::Prune {
                 older_than,

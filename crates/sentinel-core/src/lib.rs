@@ -30,6 +30,7 @@ mod engine;
 mod error;
 mod execution;
 mod finish;
+pub mod format;
 mod heartbeat;
 mod key;
 mod memory;
