@@ -5,38 +5,25 @@ test; it never skips."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("SENTINEL_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-CLI = ROOT / "target" / "debug" / "sentinel"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stores import CLI, PG_URL, ROOT, free_port, fresh_store, missing  # noqa: E402
+
+__all__ = ["PG_URL"]
 
 #: How each implementation's example server is started (HTTP.md: the same routes and options).
 SERVERS = {
     "rust": [str(ROOT / "target" / "debug" / "examples" / "server")],
     "python": [sys.executable, "-m", "sentinel.integrations.asgi.example"],
 }
-
-
-def _missing(what):
-    if os.environ.get("CI") == "true":
-        pytest.fail(what)
-    pytest.skip(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -103,44 +90,25 @@ class Server:
     def cli(self, *args):
         """The ``sentinel`` command on the server's store, in its namespace."""
         if not CLI.exists():
-            _missing(f"{CLI} is missing: scripts/test builds it")
+            missing(f"{CLI} is missing: scripts/test builds it")
         return subprocess.run(
             [str(CLI), "--database-url", self.url, "--namespace", "http", *args],
             env=self.env, capture_output=True, text=True, timeout=60,
         )
 
 
-def _pg_reachable():
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path):
     """(url, extra environment) of a fresh store."""
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path}/http.db", {}
-        return
-    if not _pg_reachable():
-        _missing(f"PostgreSQL is not reachable at {PG_URL}; start it with scripts/services")
-    schema = "sentinel_http_" + uuid.uuid4().hex[:12]
-    yield PG_URL, {"SENTINEL_PG_SCHEMA": schema}
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_store(request.param, tmp_path, "http") as s:
+        yield s
 
 
 @pytest.fixture(params=sorted(SERVERS))
 def implementation(request):
     command = SERVERS[request.param]
     if not Path(command[0]).exists() and command[0] != sys.executable:
-        _missing(f"{command[0]} is missing: scripts/http-test builds it")
+        missing(f"{command[0]} is missing: scripts/http-test builds it")
     return command
 
 
