@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -97,13 +98,15 @@ class Console:
         """Kills a ``sentinel run`` while its command runs; waits until the lease has expired
         and the key reads as uncertain. The command appends a line to ``ledger`` when it starts,
         so a test can count real executions."""
-        ledger = ledger or self.tmp / f"ledger-{namespace}-{key}"
-        started = self.tmp / f"started-{namespace}-{key}-{time.monotonic_ns()}"
-        script = f'echo ran >> "{ledger}"; touch "{started}"; exec sleep 120'
+        # File names of their own: a key may hold any character, `/` included.
+        ledger = ledger or self.tmp / f"ledger-{uuid.uuid4().hex}"
+        started = self.tmp / f"started-{uuid.uuid4().hex}"
+        script = 'echo ran >> "$LEDGER"; touch "$STARTED"; exec sleep 120'
         run = subprocess.Popen(
             [str(CLI), "--database-url", self.url, "--namespace", namespace, "run", "--key", key,
              "--ttl", "1s", "--", "sh", "-c", script],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(self.env, LEDGER=str(ledger), STARTED=str(started)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while not started.exists():

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,8 @@ def test_records_filter_by_state_namespace_and_prefix_and_page_by_age(console):
         assert keys(namespace="shop", prefix="ORDER")[0] == [], "the prefix is literal and case-sensitive"
         assert keys(prefix="order_")[0] == [], "no LIKE wildcards"
 
-        for sort, expected in [("oldest", ["order-3", "order-1", "refund-1", "order-2", "order-4"]),
+        for sort, expected in [("key", ["order-1", "order-2", "order-3", "order-4", "refund-1"]),
+                               ("oldest", ["order-3", "order-1", "refund-1", "order-2", "order-4"]),
                                ("newest", ["order-4", "order-2", "refund-1", "order-1", "order-3"])]:
             seen, after = [], None
             while True:
@@ -154,6 +156,8 @@ def test_forget_takes_only_completed_records(console):
         assert refused.status_code == 409 and error_code(refused) == "refused"
         gone = c.post("/api/v1/forget", json={"key": "job-1", "reason": "rerun the report"})
         assert gone.status_code == 200 and gone.json()["record"] is None
+        empty_ns = c.post("/api/v1/forget", json={"namespace": "", "key": "job-2", "reason": "x"})
+        assert empty_ns.status_code == 409, "an empty namespace is the default one, as in the pages"
         absent = c.post("/api/v1/forget", json={"key": "nothing-here", "reason": "x"})
         assert absent.status_code == 404 and error_code(absent) == "not_found"
     assert console.inspect("job-1") is None
@@ -198,6 +202,15 @@ def test_writes_from_another_site_are_refused(console):
                    headers={"content-type": "application/x-www-form-urlencoded"})
         assert r.status_code == 415
         r = c.post("/action", data={"action": "reconcile", "key": "pay-10", "reason": "x", "csrf": "forged"})
+        assert r.status_code == 403
+        r = c.post("/api/v1/reconcile", json={"key": "pay-10", "reason": "x"},
+                   headers={"sec-fetch-site": "cross-site"})
+        assert r.status_code == 403 and error_code(r) == "cross_site"
+        # A real form token does not help a foreign page either.
+        page = c.get("/confirm", params={"action": "reconcile", "key": "pay-10"}).text
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        form = {"action": "reconcile", "key": "pay-10", "reason": "x", "csrf": token}
+        r = c.post("/action", data=form, headers={"origin": "http://attacker.example"})
         assert r.status_code == 403
     assert console.inspect("pay-10")["state"] == "uncertain"
 
@@ -297,9 +310,14 @@ def test_secrets_never_reach_pages_logs_or_errors(console, tmp_path):
         url = console.url.replace("postgres@", "postgres:hunter2-db-password@")
         serve = subprocess.Popen([str(CLI), "--database-url", url, "serve", "--listen", "127.0.0.1:0"],
                                  env=console.env, stderr=subprocess.PIPE, text=True)
-        line = serve.stderr.readline()
+        first = []
+        reader = threading.Thread(target=lambda: first.append(serve.stderr.readline()), daemon=True)
+        reader.start()
+        reader.join(60)
         serve.terminate()
         serve.wait(10)
+        assert first, "sentinel serve printed nothing"
+        line = first[0]
         assert "console on http://127.0.0.1:" in line and "hunter2" not in line, line
 
 
@@ -310,12 +328,15 @@ def test_serve_refuses_an_open_address_without_auth_and_a_bad_auth_file(console,
     assert open_addr.returncode == 2
     assert "without --auth-file" in open_addr.stderr
     bad = tmp_path / "bad.auth"
-    bad.write_text("alice operator correct-horse-battery-staple\nbob admin another-long-secret-1\n")
+    bad.write_text("alice operator correct-horse-battery-staple\nbob another-long-secret-1 viewer\n")
     refused = subprocess.run(base + ["--auth-file", str(bad)], env=console.env, capture_output=True,
                              text=True, timeout=30)
     assert refused.returncode == 2
-    assert "line 2" in refused.stderr and "unknown role `admin`" in refused.stderr
+    assert "line 2" in refused.stderr and "must be viewer or operator" in refused.stderr
     assert "another-long-secret" not in refused.stderr
     absent = subprocess.run(base + ["--auth-file", str(tmp_path / "nope")], env=console.env,
                             capture_output=True, text=True, timeout=30)
     assert absent.returncode == 2 and "cannot read auth file" in absent.stderr
+    origin = subprocess.run(base + ["--allowed-origin", "ops.example.com"], env=console.env,
+                            capture_output=True, text=True, timeout=30)
+    assert origin.returncode == 2 and "--allowed-origin" in origin.stderr

@@ -193,6 +193,10 @@ pub(crate) struct ServeArgs {
     /// SENTINEL_ACTOR or user@host.
     #[arg(long, env = "SENTINEL_AUTH_FILE")]
     pub(crate) auth_file: Option<std::path::PathBuf>,
+    /// Also accept actions from pages served as this origin (e.g. https://ops.example.com),
+    /// for a console behind a proxy that rewrites the Host header. Repeatable.
+    #[arg(long = "allowed-origin", value_name = "URL")]
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

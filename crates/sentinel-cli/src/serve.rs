@@ -11,6 +11,7 @@ use crate::store::{Target, actor};
 pub(crate) struct Prepared {
     listen: std::net::SocketAddr,
     auth: Option<Auth>,
+    origins: Vec<String>,
 }
 
 /// Reads the auth file and refuses a non-loopback address without one.
@@ -28,9 +29,20 @@ pub(crate) fn prepare(args: &ServeArgs) -> Result<Prepared, Failure> {
             args.listen
         )));
     }
+    for origin in &args.allowed_origins {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.trim_end_matches('/').contains('/')) {
+            return Err(Failure::usage(format!(
+                "--allowed-origin {origin}: expected scheme and host, e.g. https://ops.example.com"
+            )));
+        }
+    }
     Ok(Prepared {
         listen: args.listen,
         auth,
+        origins: args.allowed_origins.clone(),
     })
 }
 
@@ -39,6 +51,9 @@ pub(crate) async fn serve(t: &Target, p: Prepared) -> Result<u8, Failure> {
     let authenticated = p.auth.is_some();
     if let Some(auth) = p.auth {
         console = console.auth(auth);
+    }
+    for origin in p.origins {
+        console = console.allowed_origin(origin);
     }
     let listener = tokio::net::TcpListener::bind(p.listen).await.map_err(|e| {
         Failure::new(

@@ -154,6 +154,7 @@ fn action(
         namespace: b
             .namespace
             .clone()
+            .filter(|ns| !ns.is_empty())
             .unwrap_or_else(|| sentinel_core::DEFAULT_NAMESPACE.to_owned()),
         key: b.key.clone(),
         reason: view::reason(b.reason.as_deref())?,

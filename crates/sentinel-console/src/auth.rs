@@ -147,9 +147,10 @@ impl Auth {
             let role = match role {
                 "viewer" => Role::Viewer,
                 "operator" => Role::Operator,
-                other => {
+                // The field is not echoed: in a line with its columns swapped it is a secret.
+                _ => {
                     return Err(err(format!(
-                        "unknown role `{other}` (expected viewer or operator)"
+                        "the role of `{name}` (the second field) must be viewer or operator"
                     )));
                 }
             };
@@ -334,7 +335,14 @@ mod tests {
     #[test]
     fn bad_lines_are_named_without_their_secret() {
         for (text, needle) in [
-            ("alice admin correct-horse-battery", "unknown role `admin`"),
+            (
+                "alice admin correct-horse-battery",
+                "must be viewer or operator",
+            ),
+            (
+                "alice correct-horse-battery operator",
+                "must be viewer or operator",
+            ),
             ("alice operator", "found 2 fields"),
             ("alice operator short", "shorter than 16"),
             ("alice operator sha256:zz", "64 hex digits"),

@@ -60,6 +60,8 @@ pub struct Console {
     sentinel: Sentinel,
     auth: Option<Auth>,
     anonymous: String,
+    any_host: bool,
+    origins: Vec<String>,
     #[cfg(feature = "metrics")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -76,6 +78,8 @@ impl Console {
             sentinel,
             auth: None,
             anonymous: "console".to_owned(),
+            any_host: false,
+            origins: Vec::new(),
             #[cfg(feature = "metrics")]
             prometheus: None,
         }
@@ -93,6 +97,25 @@ impl Console {
     #[must_use]
     pub fn anonymous_actor(mut self, name: impl Into<String>) -> Self {
         self.anonymous = name.into();
+        self
+    }
+
+    /// Without [`Console::auth`]: answer requests for any host name, not only `localhost`,
+    /// `127.0.0.0/8` and `[::1]`. Only for a console mounted behind the application's own
+    /// access control: on its own, a loopback console that answered any `Host` could be driven
+    /// by a web page through DNS rebinding.
+    #[must_use]
+    pub fn allow_any_host(mut self) -> Self {
+        self.any_host = true;
+        self
+    }
+
+    /// Accept writes whose `Origin` is this one (e.g. `https://ops.example.com`), besides the
+    /// request's own host: for a console behind a proxy that rewrites `Host`.
+    #[must_use]
+    pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origins
+            .push(origin.into().trim_end_matches('/').to_owned());
         self
     }
 
@@ -163,8 +186,11 @@ impl App {
 #[derive(Debug, Clone)]
 pub(crate) struct Ctx {
     pub(crate) principal: Principal,
-    /// The path prefix the router is mounted under (`""` at the root), for links.
+    /// The path prefix the router is mounted under (`""` at the root), escaped for HTML: what
+    /// links start with.
     pub(crate) base: String,
+    /// The same prefix as it came, for a `Location` header.
+    pub(crate) raw_base: String,
 }
 
 impl Ctx {
@@ -211,11 +237,22 @@ async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response
         }),
         Some(auth) => auth.authenticate(req.headers()),
     };
+    let console = &app.0.console;
+    let host_refused = console.auth.is_none() && !console.any_host && !loopback_host(&req);
     let mut response = match principal {
+        _ if host_refused => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console has no sign-in and answers only for localhost, 127.0.0.1 and [::1]",
+        )
+            .into_response(),
         Err(denied) => refuse_unauthenticated(&path, denied),
         Ok(principal) => {
             let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
-            let ctx = Ctx { principal, base };
+            let ctx = Ctx {
+                principal,
+                base: html::esc(&base).to_string(),
+                raw_base: base,
+            };
             if writes && ctx.principal.role < Role::Operator {
                 deny(
                     &ctx,
@@ -227,7 +264,7 @@ async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response
                         ctx.principal.name
                     ),
                 )
-            } else if writes && cross_site(req.headers()) {
+            } else if writes && cross_site(req.headers(), req.uri(), &console.origins) {
                 deny(
                     &ctx,
                     &path,
@@ -270,8 +307,35 @@ fn deny(ctx: &Ctx, path: &str, status: StatusCode, code: &str, message: &str) ->
     }
 }
 
-/// A write whose `Origin` is not this host, or that the browser marks as cross-site.
-fn cross_site(headers: &HeaderMap) -> bool {
+/// The host a request names: its `Host` header, else the authority of its URI (HTTP/2).
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(axum::http::uri::Authority::as_str))
+}
+
+/// Whether the request names a loopback host (any port): `localhost`, `127.0.0.0/8`, `[::1]`.
+fn loopback_host(req: &Request) -> bool {
+    let Some(host) = request_host(req.headers(), req.uri()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    if name.eq_ignore_ascii_case("localhost") || name == "[::1]" {
+        return true;
+    }
+    name.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A write whose `Origin` is neither this host nor an allowed origin, or that the browser
+/// marks as cross-site.
+fn cross_site(headers: &HeaderMap, uri: &axum::http::Uri, allowed: &[String]) -> bool {
     if headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"cross-site")
@@ -281,10 +345,13 @@ fn cross_site(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.iter().any(|a| a == origin) {
+        return false;
+    }
+    let Some(host) = request_host(headers, uri) else {
         return true;
     };
-    let origin = origin.to_str().unwrap_or("");
     let authority = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));
@@ -335,20 +402,58 @@ mod tests {
 
     #[test]
     fn writes_from_other_origins_are_cross_site() {
+        let uri = axum::http::Uri::from_static("/action");
+        let cross = |h: &HeaderMap| cross_site(h, &uri, &[]);
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(!cross_site(&h));
+        assert!(!cross(&h));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(!cross_site(&h));
+        assert!(!cross(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.test"));
-        assert!(cross_site(&h));
+        assert!(cross(&h));
+        let allowed = ["http://evil.test".to_owned()];
+        assert!(!cross_site(&h, &uri, &allowed), "an allowed origin");
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(cross_site(&h));
+        assert!(cross(&h));
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(cross_site(&h));
+        assert!(cross(&h));
+        // HTTP/2: no Host header, the authority is in the URI.
+        let mut h2 = HeaderMap::new();
+        h2.insert(header::ORIGIN, HeaderValue::from_static("https://ops.test"));
+        let abs = axum::http::Uri::from_static("https://ops.test/action");
+        assert!(!cross_site(&h2, &abs, &[]));
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        let with_host = |host: &'static str| {
+            let req = Request::builder()
+                .uri("/")
+                .header(header::HOST, host)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            loopback_host(&req)
+        };
+        for ok in [
+            "127.0.0.1:7878",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:7878",
+            "127.1.2.3",
+        ] {
+            assert!(with_host(ok), "{ok}");
+        }
+        for bad in [
+            "attacker.example:7878",
+            "127.0.0.1.evil.test",
+            "10.0.0.1:7878",
+            "[::2]",
+        ] {
+            assert!(!with_host(bad), "{bad}");
+        }
     }
 }

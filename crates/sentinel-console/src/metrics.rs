@@ -52,7 +52,7 @@ pub(crate) async fn serve(State(app): State<App>) -> Response {
         Err(p) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("# {}\n", p.message),
+                format!("# {}\n", p.message.replace(['\r', '\n'], " ")),
             )
                 .into_response();
         }

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::html::{Nav, Url, badge, error_page, esc, page, record_href, respond, short, time};
 use crate::view::{
-    self, ActionRequest, Done, KeyParams, ListPage, ListParams, Overview, Problem, RecordView,
-    STATES, Verb,
+    self, ActionRequest, KeyParams, ListPage, ListParams, Overview, Problem, RecordView, STATES,
+    Verb,
 };
 use crate::{App, Ctx};
 
@@ -271,7 +271,6 @@ pub(crate) async fn records(
         }
         body.push_str("</tbody></table></div>");
     }
-    body.push_str("</section>");
     let filters = params.query_string();
     let sep = if filters.is_empty() { "" } else { "&amp;" };
     body.push_str("<nav class=\"pager\" aria-label=\"Pages\">");
@@ -288,7 +287,7 @@ pub(crate) async fn records(
             Url(next)
         );
     }
-    body.push_str("</nav>");
+    body.push_str("</nav></section>");
     respond(StatusCode::OK, page(&ctx, nav, &title, &body))
 }
 
@@ -298,7 +297,6 @@ pub(crate) struct RecordParams {
     namespace: Option<String>,
     key: Option<String>,
     done: Option<String>,
-    token: Option<u64>,
 }
 
 pub(crate) async fn record(
@@ -327,7 +325,7 @@ pub(crate) async fn record(
         esc(namespace),
         esc(key)
     );
-    if let Some(notice) = notice(params.done.as_deref(), params.token) {
+    if let Some(notice) = notice(params.done.as_deref(), v.record.as_ref(), &ctx) {
         let _ = write!(body, "<p class=\"notice\" role=\"status\">{notice}</p>");
     }
     body.push_str("<section id=\"record\" data-live aria-label=\"Record\">");
@@ -374,20 +372,29 @@ pub(crate) async fn record(
     respond(StatusCode::OK, page(&ctx, Nav::None, &title, &body))
 }
 
-fn notice(done: Option<&str>, token: Option<u64>) -> Option<String> {
-    Some(match (done?, token) {
-        ("reconcile", Some(t)) => format!(
-            "You are reconciling this key under fencing token <strong>{t}</strong>: the old \
-             owner's late writes are fenced out. Find out whether the work happened, then \
-             resolve the key as completed or reset it."
-        ),
-        ("complete", _) => {
+/// What the record page says after an action. Told by the record as it is now, not by the
+/// redirect's query string, so that a crafted link cannot claim what did not happen.
+fn notice(done: Option<&str>, record: Option<&Record>, ctx: &Ctx) -> Option<String> {
+    let state = record.map(|r| r.state);
+    Some(match (done?, record) {
+        ("reconcile", Some(r))
+            if r.state == KeyState::Reconciling
+                && r.operator.as_deref() == Some(ctx.principal.name.as_str()) =>
+        {
+            format!(
+                "You are reconciling this key under fencing token <strong>{}</strong>: the old \
+                 owner's late writes are fenced out. Find out whether the work happened, then \
+                 resolve the key as completed or reset it.",
+                r.fencing_token
+            )
+        }
+        ("complete", _) if state == Some(KeyState::Completed) => {
             "Resolved as completed: every later caller gets the stored result.".to_owned()
         }
-        ("reset", _) => {
+        ("reset", None) => {
             "Reset: the record is gone and the next caller runs the work again.".to_owned()
         }
-        ("forget", _) => {
+        ("forget", None) => {
             "Forgotten: the stored result is gone and the next caller runs the work again."
                 .to_owned()
         }
@@ -420,16 +427,13 @@ fn record_fields(body: &mut String, ctx: &Ctx, r: &Record) {
     if let Some(op) = &r.operator {
         add("Operator", esc(op).to_string());
     }
-    let leased = matches!(r.state, KeyState::Running | KeyState::Uncertain);
-    if let Some(l) = r.lease_expires_at.filter(|_| leased) {
-        add(
-            if l > now {
-                "Lease expires"
-            } else {
-                "Lease expired"
-            },
-            time(l, now),
-        );
+    if let Some(l) = r.lease_expires_at {
+        let label = match r.state {
+            KeyState::Running if l > now => "Lease expires",
+            KeyState::Running | KeyState::Uncertain => "Lease expired",
+            _ => "Last lease ended",
+        };
+        add(label, time(l, now));
     }
     if let Some(h) = r.hard_expires_at {
         add("Hard ceiling", time(h, now));
@@ -783,17 +787,14 @@ pub(crate) async fn action(
         Err(p) => Err(p),
     };
     match outcome {
-        Ok(done) => {
-            let mut to = format!(
+        Ok(_) => {
+            let to = format!(
                 "{}/record?namespace={}&key={}&done={}",
-                ctx.base,
+                ctx.raw_base,
                 Url(&namespace),
                 Url(&key),
                 verb.as_str()
             );
-            if let Done::Reconciled(t) = done {
-                let _ = write!(to, "&token={t}");
-            }
             Redirect::to(&to).into_response()
         }
         Err(p) => match app.sentinel().inspect(&namespace, &key).await {

@@ -228,14 +228,16 @@ impl ListPage {
     }
 }
 
-/// A cursor as an opaque URL-safe string: base64 of `[micros, namespace, key]`.
+/// A cursor as an opaque URL-safe string: base64 of `[nanoseconds, namespace, key]` (whole
+/// nanoseconds: the memory store's clock is that fine, and a coarser cursor would repeat or
+/// skip records created within one unit).
 pub(crate) fn encode_cursor(c: &ListCursor) -> String {
-    let micros = c
+    let nanos = c
         .created_at
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_micros();
-    let json = serde_json::json!([micros.to_string(), c.namespace, c.key]).to_string();
+        .as_nanos();
+    let json = serde_json::json!([nanos.to_string(), c.namespace, c.key]).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
@@ -244,11 +246,13 @@ fn decode_cursor(s: &str) -> Result<ListCursor, Problem> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .map_err(|_| bad())?;
-    let (micros, ns, key): (String, String, String) =
+    let (nanos, ns, key): (String, String, String) =
         serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    let micros: u64 = micros.parse().map_err(|_| bad())?;
+    let nanos: u128 = nanos.parse().map_err(|_| bad())?;
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad())?;
+    let sub = u32::try_from(nanos % 1_000_000_000).map_err(|_| bad())?;
     let at = UNIX_EPOCH
-        .checked_add(Duration::from_micros(micros))
+        .checked_add(Duration::new(secs, sub))
         .ok_or_else(bad)?;
     Ok(ListCursor::new(at, &ns, &key))
 }
@@ -421,7 +425,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let at = UNIX_EPOCH + Duration::from_micros(1_795_845_781_123_456);
+        let at = UNIX_EPOCH + Duration::from_nanos(1_795_845_781_123_456_789);
         let c = ListCursor::new(at, "payments", "order/1 \"x\"");
         let back = decode_cursor(&encode_cursor(&c)).unwrap();
         assert_eq!(back, c);

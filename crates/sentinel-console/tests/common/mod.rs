@@ -25,8 +25,14 @@ pub struct Reply {
 /// One request with `Connection: close`.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, extra: &str, body: &str) -> Reply {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // `extra` may name its own Host.
+    let host = if extra.to_ascii_lowercase().contains("host:") {
+        String::new()
+    } else {
+        format!("Host: {addr}\r\n")
+    };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
+        "{method} {path} HTTP/1.1\r\n{host}Connection: close\r\n{extra}\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
