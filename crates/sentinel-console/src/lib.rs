@@ -135,6 +135,7 @@ impl Console {
         let app = App(Arc::new(Inner {
             csrf: auth::CsrfKey::random(),
             console: self,
+            namespaces: std::sync::Mutex::new(None),
         }));
         Router::new()
             .route("/", get(pages::overview))
@@ -165,7 +166,13 @@ pub(crate) struct App(Arc<Inner>);
 pub(crate) struct Inner {
     console: Console,
     csrf: auth::CsrfKey,
+    /// The namespaces for the list's filter, read with the counts (a scan) at most every
+    /// [`NAMESPACES_FOR`].
+    namespaces: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
+
+/// How long the list page reuses the namespaces it read.
+const NAMESPACES_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl App {
     pub(crate) fn sentinel(&self) -> &Sentinel {
@@ -174,6 +181,33 @@ impl App {
 
     pub(crate) fn csrf(&self) -> &auth::CsrfKey {
         &self.0.csrf
+    }
+
+    /// The store's namespaces, sorted; read again when the last read is older than
+    /// [`NAMESPACES_FOR`]. Empty when the store cannot say (the filter then offers none).
+    pub(crate) async fn namespaces(&self) -> Vec<String> {
+        let cached = self
+            .0
+            .namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((_, names)) = cached.filter(|(at, _)| at.elapsed() < NAMESPACES_FOR) {
+            return names;
+        }
+        let Ok(counts) = self.sentinel().counts().await else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = counts.into_iter().map(|c| c.namespace).collect();
+        names.sort();
+        names.dedup();
+        *self
+            .0
+            .namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), names.clone()));
+        names
     }
 
     #[cfg(feature = "metrics")]

@@ -173,18 +173,12 @@ pub(crate) async fn records(
         Ok(p) => p,
         Err(p) => return problem_page(&ctx, &p),
     };
-    let (list, namespaces) = tokio::join!(
-        ListPage::load(app.sentinel(), &params),
-        app.sentinel().counts()
-    );
+    let (list, namespaces) =
+        tokio::join!(ListPage::load(app.sentinel(), &params), app.namespaces());
     let list = match list {
         Ok(l) => l,
         Err(p) => return problem_page(&ctx, &p),
     };
-    let mut namespaces: Vec<String> = namespaces
-        .map(|c| c.into_iter().map(|c| c.namespace).collect())
-        .unwrap_or_default();
-    namespaces.dedup();
     let state = params.state().ok().flatten();
     let nav = if state == Some(KeyState::Uncertain) {
         Nav::Uncertain
