@@ -47,7 +47,89 @@ struct Args {
     /// Within the PostgreSQL section, only these phases (e.g. sentinel_replay), for profiling.
     #[arg(long, value_delimiter = ',')]
     phases: Vec<String>,
+    /// Callers of the PostgreSQL phases (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    callers: Vec<usize>,
+    /// Run every PostgreSQL phase (and its warm-up: 100 ops) for exactly this many operations
+    /// instead of --duration, and count allocations: for instruction counts under callgrind,
+    /// where the difference of two runs with different --ops is the cost of the extra ops.
+    #[arg(long)]
+    ops: Option<u64>,
 }
+
+impl Args {
+    /// How long (or how many operations) each PostgreSQL phase runs.
+    fn budget(&self) -> Budget {
+        self.ops.map_or(Budget::Time(self.duration), Budget::Ops)
+    }
+
+    fn warm_up(&self) -> Budget {
+        if self.ops.is_some() {
+            Budget::Ops(100)
+        } else {
+            Budget::Time(Duration::from_secs(1))
+        }
+    }
+}
+
+/// What bounds a phase.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    /// Run for this long.
+    Time(Duration),
+    /// Run exactly this many operations, split over the callers.
+    Ops(u64),
+}
+
+impl From<Duration> for Budget {
+    fn from(d: Duration) -> Self {
+        Budget::Time(d)
+    }
+}
+
+/// Counts allocations when [`COUNT_ALLOCS`] is set (with `--ops`), and otherwise only defers
+/// to the system allocator (one relaxed load per allocation, the same for floor and Sentinel).
+struct Counting;
+
+static COUNT_ALLOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+fn count_alloc() {
+    if COUNT_ALLOCS.load(Ordering::Relaxed) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// `GlobalAlloc` is an unsafe trait: this implementation adds a counter and hands every call,
+// with its arguments unchanged, to `System`, which upholds the trait's contract.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_alloc();
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_alloc();
+        // SAFETY: as for `alloc`.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        count_alloc();
+        // SAFETY: `ptr` and `layout` come from this allocator, which is `System`'s.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as for `realloc`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -68,7 +150,6 @@ struct Receipt {
 }
 
 const POOL: usize = 8;
-const CONCURRENCY: [usize; 2] = [1, 8];
 
 /// One measured row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +160,14 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     statements_per_op: Option<f64>,
+    /// Bytes client → server and server → client per op, on the wire (the counting pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_sent_per_op: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_received_per_op: Option<f64>,
+    /// Heap allocations per op in the whole process (with `--ops`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocs_per_op: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_floor: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +180,7 @@ struct Samples {
     ops: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    allocs: u64,
 }
 
 impl Samples {
@@ -112,28 +202,46 @@ impl Samples {
             p50_ms: pct(500),
             p99_ms: pct(990),
             statements_per_op: None,
+            bytes_sent_per_op: None,
+            bytes_received_per_op: None,
+            allocs_per_op: COUNT_ALLOCS
+                .load(Ordering::Relaxed)
+                .then(|| self.allocs as f64 / self.ops.max(1) as f64),
             ratio_to_floor: None,
             note: None,
         }
     }
 }
 
-/// Runs `op(worker, i)` from `concurrency` tasks for `duration`; returns what was measured.
-async fn phase<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Result<Samples>
+/// Runs `op(worker, i)` from `concurrency` tasks for the budget; returns what was measured.
+async fn phase<F, Fut>(concurrency: usize, budget: impl Into<Budget>, op: F) -> Result<Samples>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send,
 {
     let op = Arc::new(op);
+    let budget = budget.into();
+    let allocs_before = ALLOCS.load(Ordering::Relaxed);
     let started = Instant::now();
-    let deadline = started + duration;
+    let deadline = match budget {
+        Budget::Time(d) => Some(started + d),
+        Budget::Ops(_) => None,
+    };
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let op = op.clone();
+        // With an op budget, worker `w` does its share (the first ones one more).
+        let share = match budget {
+            Budget::Ops(n) => {
+                let (c, w64) = (concurrency as u64, w as u64);
+                n / c + u64::from(w64 < n % c)
+            }
+            Budget::Time(_) => u64::MAX,
+        };
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(16_384);
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            while i < share && deadline.is_none_or(|d| Instant::now() < d) {
                 let t = Instant::now();
                 op(w, i).await?;
                 lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
@@ -149,11 +257,13 @@ where
         samples.latencies_us.extend(lat);
     }
     samples.elapsed = started.elapsed();
+    samples.allocs = ALLOCS.load(Ordering::Relaxed) - allocs_before;
     Ok(samples)
 }
 
 fn merge(into: &mut Samples, from: Samples) {
     into.ops += from.ops;
+    into.allocs += from.allocs;
     into.elapsed += from.elapsed;
     into.latencies_us.extend(from.latencies_us);
 }
@@ -280,7 +390,15 @@ const REPLAY_KEYS: u64 = 1000;
 
 /// Statements per operation, counted on the wire by the testkit proxy in a separate pass (the
 /// timed phases run without the proxy's extra hop).
-async fn statements_per_op(args: &Args) -> Result<HashMap<&'static str, f64>> {
+/// Statements and bytes per op of one phase, on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    statements: f64,
+    bytes_sent: f64,
+    bytes_received: f64,
+}
+
+async fn statements_per_op(args: &Args) -> Result<HashMap<&'static str, Wire>> {
     let upstream = {
         let c = tokio_postgres::Config::from_str(&args.database_url)?;
         let host = match c.get_hosts().first() {
@@ -315,7 +433,13 @@ async fn statements_per_op(args: &Args) -> Result<HashMap<&'static str, f64>> {
     sentinel_replay(&plain, "warm".into()).await?;
     let mut out = HashMap::new();
     let count = |before: sentinel_testkit::proxy::WireCounts| {
-        (proxy.counts().statements() - before.statements()) as f64 / N as f64
+        let now = proxy.counts();
+        let per = |a: u64, b: u64| (a - b) as f64 / N as f64;
+        Wire {
+            statements: per(now.statements(), before.statements()),
+            bytes_sent: per(now.bytes_sent, before.bytes_sent),
+            bytes_received: per(now.bytes_received, before.bytes_received),
+        }
     };
     let b = proxy.counts();
     for i in 0..N {
@@ -369,7 +493,7 @@ async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         floor.fresh(&format!("replay-{i}")).await?;
         sentinel_fresh(&plain, format!("replay-{i}")).await?;
     }
-    let warm = Duration::from_secs(1);
+    let warm = args.warm_up();
     let f = floor.clone();
     phase(8, warm, move |w, i| {
         let f = f.clone();
@@ -399,13 +523,13 @@ async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         "sentinel_replay_cached",
     ];
     let mut key_round = 0u64;
-    for &c in &CONCURRENCY {
+    for &c in &args.callers {
         let mut samples: HashMap<&str, Samples> = HashMap::new();
         let run = |name: &str| args.phases.is_empty() || args.phases.iter().any(|p| p == name);
         for round in 0..args.rounds {
             key_round += 1;
             let tag = format!("r{key_round}-{round}");
-            let d = args.duration;
+            let d = args.budget();
             if run("floor_fresh") {
                 let (f, t) = (floor.clone(), tag.clone());
                 let m = phase(c, d, move |w, i| {
@@ -472,7 +596,11 @@ async fn bench_postgres(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         for name in names {
             if let Some(m) = samples.get_mut(name) {
                 let mut row = m.row(name, c);
-                row.statements_per_op = counts.get(name).copied();
+                if let Some(w) = counts.get(name) {
+                    row.statements_per_op = Some(w.statements);
+                    row.bytes_sent_per_op = Some(w.bytes_sent);
+                    row.bytes_received_per_op = Some(w.bytes_received);
+                }
                 made.insert(name, row);
             }
         }
@@ -631,7 +759,7 @@ async fn bench_sqlite(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     for i in 0..REPLAY_KEYS {
         sentinel_fresh(&s, format!("replay-{i}")).await?;
     }
-    for &c in &CONCURRENCY {
+    for &c in &args.callers {
         let mut fresh = Samples::default();
         let mut replay = Samples::default();
         for round in 0..args.rounds {
@@ -737,6 +865,9 @@ async fn bench_heartbeat(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         p50_ms: 0.0,
         p99_ms: 0.0,
         statements_per_op: None,
+        bytes_sent_per_op: None,
+        bytes_received_per_op: None,
+        allocs_per_op: None,
         ratio_to_floor: None,
         note: Some(format!(
             "{statements} heartbeat statements in {secs:.1} s ({:.2}/s at ttl 3 s); process CPU {:.2} s = {:.2} % of a core; leases lost: {lost}",
@@ -805,6 +936,10 @@ async fn main_async(args: Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.callers.contains(&0) {
+        bail!("--callers must be at least 1");
+    }
+    COUNT_ALLOCS.store(args.ops.is_some(), Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -92,16 +92,40 @@ impl fmt::Display for Owner {
     }
 }
 
+/// A new attempt id: 32 hex digits, unique within the process and, through a random 64-bit
+/// seed drawn once, across processes. Cheap on purpose: every `once` call makes one, replays
+/// included (the claim carries it in case it inserts). One random draw per process instead of a
+/// `getrandom` system call per call, and the digits written into one buffer.
 fn random_attempt_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let [hi, lo] = *SEED.get_or_init(process_seed);
+    // splitmix64's finaliser is a bijection of u64: distinct counters give distinct ids, which
+    // do not read as a sequence.
+    let mut z = lo.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for word in [hi, z] {
+        for shift in (0..16).rev() {
+            #[allow(clippy::cast_possible_truncation)] // a nibble: below 16
+            let nibble = ((word >> (shift * 4)) & 0xf) as usize;
+            out.push(char::from(HEX[nibble]));
+        }
+    }
+    out
+}
+
+/// 128 random bits from the OS, or (if it has none, practically never on Linux) a hash of the
+/// time and pid, still distinct per process.
+fn process_seed() -> [u64; 2] {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
-        // The OS source is unavailable (practically never on Linux): fall back to a hash of
-        // time, pid and a counter, still unique per process.
         use std::hash::{BuildHasher, Hasher};
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
         h.write_u128(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -109,9 +133,16 @@ fn random_attempt_id() -> String {
                 .unwrap_or_default(),
         );
         h.write_u32(std::process::id());
-        bytes[..8].copy_from_slice(&h.finish().to_le_bytes());
+        let a = h.finish();
+        h.write_u64(a);
+        bytes[..8].copy_from_slice(&a.to_le_bytes());
+        bytes[8..].copy_from_slice(&h.finish().to_le_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let (hi, lo) = bytes.split_at(8);
+    [
+        u64::from_le_bytes(hi.try_into().unwrap_or_default()),
+        u64::from_le_bytes(lo.try_into().unwrap_or_default()),
+    ]
 }
 
 fn hostname() -> String {

@@ -17,6 +17,8 @@ struct Counts {
     parse: AtomicU64,
     execute: AtomicU64,
     sync: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
 }
 
 /// A snapshot of the counts.
@@ -31,6 +33,10 @@ pub struct WireCounts {
     pub execute: u64,
     /// Round trips of the extended protocol (`S`).
     pub sync: u64,
+    /// Bytes from clients to the server.
+    pub bytes_sent: u64,
+    /// Bytes from the server to clients.
+    pub bytes_received: u64,
 }
 
 impl WireCounts {
@@ -95,6 +101,8 @@ impl Proxy {
             parse: c.parse.load(Ordering::SeqCst),
             execute: c.execute.load(Ordering::SeqCst),
             sync: c.sync.load(Ordering::SeqCst),
+            bytes_sent: c.bytes_sent.load(Ordering::SeqCst),
+            bytes_received: c.bytes_received.load(Ordering::SeqCst),
         }
     }
 
@@ -121,6 +129,7 @@ async fn relay(
     let (mut sr, mut sw) = server.into_split();
     let cut_here = Arc::new(AtomicBool::new(false));
     let cut = cut_here.clone();
+    let down_counts = counts.clone();
     let upstream = async move {
         let mut parser = Parser::default();
         let mut buf = vec![0u8; 16 * 1024];
@@ -129,6 +138,7 @@ async fn relay(
             if n == 0 {
                 return io::Result::Ok(());
             }
+            counts.bytes_sent.fetch_add(n as u64, Ordering::SeqCst);
             let mut statement = false;
             for ty in parser.feed(&buf[..n]) {
                 let counter = match ty {
@@ -159,6 +169,9 @@ async fn relay(
                 // the answer and hang up on both sides.
                 return Ok(());
             }
+            down_counts
+                .bytes_received
+                .fetch_add(n as u64, Ordering::SeqCst);
             cw.write_all(&buf[..n]).await?;
         }
     };
