@@ -4,8 +4,9 @@
 #   client: the whole sentinel-bench process under callgrind, one caller, run for N1 and for N2
 #           operations of one phase; (I(N2) - I(N1)) / (N2 - N1) is the client's cost of one op;
 #   server: the same two runs against a private PostgreSQL cluster started under callgrind
-#           (autovacuum off), the instructions of every client backend summed, the same
-#           difference (postmaster, checkpointer and writers follow timers and are left out);
+#           (autovacuum off): what every client backend did in PostgresMain less its start-up
+#           (InitPostgres), summed, the same difference (postmaster, checkpointer and writers
+#           follow timers and are left out);
 #   wire and heap: statements and bytes per op through the counting proxy, and allocations per
 #           op in the whole client process (sentinel-bench --ops).
 # Usage: bench/breakdown/run.sh [N1] [N2] [PHASES]   (defaults 300 1300, all four phases)
@@ -56,12 +57,19 @@ stop_pg() {
   run_pg "$pgbin/pg_ctl" -D "$work/pg" -m fast -w -t 300 stop >/dev/null
 }
 server_instructions() {
+  # A forked backend's profile also holds what the postmaster had counted before the fork, and
+  # every connection pays its start-up: count what each client backend did in PostgresMain,
+  # less InitPostgres (its start-up), so that neither the fork's timing nor the number of
+  # connections the pool happened to open moves the figure.
   local sum=0
   for f in "$work"/cg/*; do
     grep -qx "$(basename "$f")" "$work/background.pids" && continue
-    local n
-    n=$(sed -n 's/^summary: //p' "$f")
-    sum=$((sum + ${n:-0}))
+    local out main init
+    out=$(callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null)
+    main=$(awk '/\?\?\?:PostgresMain /{gsub(",","",$1); print $1; exit}' <<<"$out")
+    init=$(awk '/\?\?\?:InitPostgres /{gsub(",","",$1); print $1; exit}' <<<"$out")
+    [ -n "$main" ] || continue
+    sum=$((sum + main - ${init:-0}))
   done
   echo "$sum"
 }

@@ -7,7 +7,7 @@ import sys
 rows = {r["phase"]: r for r in map(json.loads, filter(str.strip, sys.stdin))}
 fields = [
     ("client instructions", "client_instructions_per_op", "{:,.0f}"),
-    ("server instructions (all PostgreSQL processes)", "server_instructions_per_op", "{:,.0f}"),
+    ("server instructions (client backends)", "server_instructions_per_op", "{:,.0f}"),
     ("statements", "statements_per_op", "{:.2f}"),
     ("bytes client → server", "bytes_sent_per_op", "{:,.0f}"),
     ("bytes server → client", "bytes_received_per_op", "{:,.0f}"),
