@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::view::{
-    self, ActionRequest, Done, KeyParams, ListPage, ListParams, Overview, Problem, RecordView, Verb,
+    self, ActionRequest, KeyParams, ListPage, ListParams, Overview, Problem, RecordView, Verb,
 };
 use crate::{App, Ctx};
 
@@ -165,7 +165,7 @@ fn action(
 }
 
 async fn apply(app: &App, ctx: &Ctx, req: ActionRequest) -> ApiResult {
-    let done = req.apply(app.sentinel(), ctx).await?;
+    let token = req.apply(app.sentinel(), ctx).await?;
     let record = app
         .sentinel()
         .inspect(&req.namespace, &req.key)
@@ -176,7 +176,7 @@ async fn apply(app: &App, ctx: &Ctx, req: ActionRequest) -> ApiResult {
         "key": req.key,
         "record": record.as_ref().map(sj::record_json),
     });
-    if let Done::Reconciled(token) = done {
+    if let Some(token) = token {
         out["fencing_token"] = json!(token.get());
     }
     Ok(Json(out))

@@ -367,17 +367,13 @@ pub(crate) fn reason(raw: Option<&str>) -> Result<String, Problem> {
     Ok(r.to_owned())
 }
 
-/// What an applied action did.
-#[derive(Debug)]
-pub(crate) enum Done {
-    Reconciled(FencingToken),
-    Completed,
-    Reset,
-    Forgotten,
-}
-
 impl ActionRequest {
-    pub(crate) async fn apply(&self, sentinel: &Sentinel, ctx: &Ctx) -> Result<Done, Problem> {
+    /// Applies the action as the signed-in user; a reconcile returns the operator's new token.
+    pub(crate) async fn apply(
+        &self,
+        sentinel: &Sentinel,
+        ctx: &Ctx,
+    ) -> Result<Option<FencingToken>, Problem> {
         let action = OperatorAction::new(
             self.namespace.clone(),
             self.key.clone(),
@@ -385,7 +381,7 @@ impl ActionRequest {
             Some(self.reason.clone()),
         );
         Ok(match self.verb {
-            Verb::Reconcile => Done::Reconciled(sentinel.reconcile(&action, self.force).await?),
+            Verb::Reconcile => Some(sentinel.reconcile(&action, self.force).await?),
             Verb::Complete => {
                 let result = self
                     .result
@@ -395,17 +391,17 @@ impl ActionRequest {
                 sentinel
                     .resolve(&action, &resolution, self.expected_token)
                     .await?;
-                Done::Completed
+                None
             }
             Verb::Reset => {
                 sentinel
                     .resolve(&action, &Resolution::Reset, self.expected_token)
                     .await?;
-                Done::Reset
+                None
             }
             Verb::Forget => {
                 sentinel.forget(&action).await?;
-                Done::Forgotten
+                None
             }
         })
     }
