@@ -114,7 +114,7 @@ impl Sentinel {
         // A row carrying our attempt id is ours, however we learn of it: an earlier attempt
         // whose reply was lost (or that committed after we gave up on it) claimed the key.
         let ours = |r: Record| {
-            if is_ours(&r, request) {
+            if request.owns(&r) {
                 ClaimResponse::Acquired(r)
             } else {
                 ClaimResponse::Existing(r)
@@ -259,13 +259,6 @@ fn decode<V: DeserializeOwned>(plan: &Plan, json: &str) -> Result<V, Error> {
 }
 
 /// A running row under our attempt id is ours.
-fn is_ours(r: &Record, request: &ClaimRequest) -> bool {
-    r.state == State::Running
-        && r.owner
-            .as_ref()
-            .is_some_and(|o| o.attempt == request.owner.attempt)
-}
-
 /// Stands by while a claim is in flight; see [`Sentinel::claim`].
 struct AbandonedClaim<'a> {
     sentinel: &'a Sentinel,
@@ -294,7 +287,7 @@ async fn release_abandoned(store: std::sync::Arc<dyn crate::Store>, request: Cla
     for _ in 0..CLAIM_ATTEMPTS {
         let record = match store.claim(&request).await {
             Ok(ClaimResponse::Acquired(r)) => r,
-            Ok(ClaimResponse::Existing(r)) if is_ours(&r, &request) => r,
+            Ok(ClaimResponse::Existing(r)) if request.owns(&r) => r,
             Ok(ClaimResponse::Existing(_)) => return, // another owner's, or settled
             Ok(_) => continue,                        // raced: claim again
             Err(e) => {

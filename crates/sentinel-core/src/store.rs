@@ -95,6 +95,17 @@ impl ClaimRequest {
             fingerprint,
         }
     }
+
+    /// Whether `record` is this claim's own: running under its attempt id. Attempt ids are
+    /// unique per claim, so a store that reads the row back, and an engine that re-reads after
+    /// a lost reply, both tell an acquired key by this.
+    pub fn owns(&self, record: &Record) -> bool {
+        record.state == State::Running
+            && record
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.attempt == self.owner.attempt)
+    }
 }
 
 /// What a claim found.

@@ -1,5 +1,5 @@
 //! The statements, built once per schema. Every statement is one round trip; events are written
-//! by data-modifying CTEs of the transition's own statement.
+//! by data-modifying CTEs of the transition's own statement (the claim's inside its function).
 
 use tokio_postgres::types::Type;
 
@@ -122,26 +122,11 @@ impl Sql {
             )
         };
         Self {
+            // Reads first and inserts only on a miss (migration 2); the caller tells its own
+            // claim by the attempt id on the row.
             claim: Stmt::new(
                 &[TEXT, TEXT, TEXT, INT8, TEXT, BYTEA, INT8, INT8],
-                format!(
-                "WITH cur AS (
-                    SELECT {COLS} FROM {s}.executions WHERE namespace = $1 AND key = $2
-                ), ins AS (
-                    INSERT INTO {s}.executions (namespace, key, state, fencing_token, owner_host,
-                        owner_pid, owner_attempt, fingerprint, lease_expires_at, hard_expires_at)
-                    SELECT $1, $2, 'running', nextval('{s}.fencing_tokens'), $3, $4, $5, $6,
-                        now() + $7::int8 * interval '1 millisecond',
-                        now() + $8::int8 * interval '1 millisecond'
-                    WHERE NOT EXISTS (SELECT 1 FROM cur)
-                    ON CONFLICT DO NOTHING
-                    RETURNING {COLS}
-                ), {ev}
-                SELECT now(), true AS acquired, {NAMES} FROM ins
-                UNION ALL
-                SELECT now(), false, {NAMES} FROM cur",
-                ev = event(s, "'acquired'", "ins", By::Owner)
-                ),
+                format!("SELECT now(), {COLS} FROM {s}.claim($1, $2, $3, $4, $5, $6, $7, $8)"),
             ),
             claim_many: Stmt::new(
                 &[

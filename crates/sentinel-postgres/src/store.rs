@@ -568,14 +568,13 @@ impl Store for PgStore {
             )
             .await?;
         let Some(row) = rows.first() else {
-            // Empty snapshot, then a concurrent insert won the conflict check.
+            // Taken and removed again between the function's reads.
             return Ok(ClaimResponse::Raced);
         };
         // The statement ran: a row that does not decode may be a committed claim.
-        let undecodable = |e: StoreError| StoreError::ambiguous(format!("claim: {e}"));
-        let acquired: bool = row::get(row, 1).map_err(undecodable)?;
-        let record = row::record(row, 2).map_err(undecodable)?;
-        Ok(if acquired {
+        let record =
+            row::record(row, 1).map_err(|e| StoreError::ambiguous(format!("claim: {e}")))?;
+        Ok(if r.owns(&record) {
             ClaimResponse::Acquired(record)
         } else {
             ClaimResponse::Existing(record)
