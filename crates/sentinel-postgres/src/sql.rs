@@ -122,11 +122,16 @@ impl Sql {
             )
         };
         Self {
-            // Reads first and inserts only on a miss (migration 2); the caller tells its own
-            // claim by the attempt id on the row.
+            // Reads the row and calls `claim_new` (migration 2) only when there is none; the
+            // caller tells its own claim by the attempt id on the row. The row comes back as one
+            // binary composite (`row::claimed`): cheaper on the server than 18 columns.
             claim: Stmt::new(
                 &[TEXT, TEXT, TEXT, INT8, TEXT, BYTEA, INT8, INT8],
-                format!("SELECT now(), {COLS} FROM {s}.claim($1, $2, $3, $4, $5, $6, $7, $8)"),
+                format!(
+                    "SELECT now(), record_send(COALESCE(
+                        (SELECT e FROM {s}.executions e WHERE namespace = $1 AND key = $2),
+                        {s}.claim_new($1, $2, $3, $4, $5, $6, $7, $8)))"
+                ),
             ),
             claim_many: Stmt::new(
                 &[

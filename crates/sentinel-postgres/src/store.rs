@@ -567,13 +567,15 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-        let Some(row) = rows.first() else {
-            // Taken and removed again between the function's reads.
+        // The statement ran: an answer that does not decode may be a committed claim.
+        let undecodable = |e: StoreError| StoreError::ambiguous(format!("claim: {e}"));
+        let row = rows
+            .first()
+            .ok_or_else(|| undecodable(StoreError::other("no row")))?;
+        let Some(record) = row::claimed(row).map_err(undecodable)? else {
+            // Taken and removed again between the reads.
             return Ok(ClaimResponse::Raced);
         };
-        // The statement ran: a row that does not decode may be a committed claim.
-        let record =
-            row::record(row, 1).map_err(|e| StoreError::ambiguous(format!("claim: {e}")))?;
         Ok(if r.owns(&record) {
             ClaimResponse::Acquired(record)
         } else {

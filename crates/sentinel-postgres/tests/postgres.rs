@@ -329,7 +329,7 @@ async fn claim_that_loses_to_a_concurrent_insert_answers_with_the_winner() {
         let waiting: i64 = observer
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '.claim(%'",
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '.executions%'",
                 &[&schema],
             )
             .await
@@ -400,7 +400,7 @@ async fn schema_at_version_one_upgrades_in_place() {
     // Back to version 1, as a database migrated by an earlier build is.
     let raw = raw_client().await;
     raw.batch_execute(&format!(
-        "DROP FUNCTION {schema}.claim; DELETE FROM {schema}.migrations WHERE version = 2"
+        "DROP FUNCTION {schema}.claim_new; DELETE FROM {schema}.migrations WHERE version = 2"
     ))
     .await
     .unwrap();
