@@ -20,8 +20,8 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "claim function",
-        sql: include_str!("../migrations/0002_claim_function.sql"),
+        name: "claim and completion functions",
+        sql: include_str!("../migrations/0002_functions.sql"),
     },
 ];
 

@@ -107,11 +107,16 @@ pub(crate) fn record(row: &Row, start: usize) -> Result<Record, StoreError> {
     build(&RowColumns { row, start }, get(row, 0)?)
 }
 
-/// The claim's answer: `now()`, then the row as one binary composite of the table's columns
-/// (`record_send` of `executions`, whose first columns are those of `sql::COLS`); `None` when
-/// the claim found no row to return.
-pub(crate) fn claimed(row: &Row) -> Result<Option<Record>, StoreError> {
-    let Some(raw) = get::<Option<&[u8]>>(row, 1)? else {
+/// The answer of the claim and the completion: `now()`, then the row as one binary composite of
+/// the table's columns (`record_send` of `executions`, whose first columns are those of
+/// `sql::COLS`); `None` when the function returned no row.
+pub(crate) fn composite(row: &Row) -> Result<Option<Record>, StoreError> {
+    composite_at(row, 1)
+}
+
+/// The composite record in column `column` (column 0 is `now()`).
+pub(crate) fn composite_at(row: &Row, column: usize) -> Result<Option<Record>, StoreError> {
+    let Some(raw) = get::<Option<&[u8]>>(row, column)? else {
         return Ok(None);
     };
     build(&Fields::parse(raw)?, get(row, 0)?).map(Some)
@@ -145,6 +150,17 @@ fn build(c: &impl Columns, now: SystemTime) -> Result<Record, StoreError> {
         result,
     }
     .into_record(now))
+}
+
+/// The completion's answer: the record after it, or fenced when the function returned none.
+pub(crate) fn completed(rows: &[Row]) -> Result<Write, StoreError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::other("unexpected row shape: no row"))?;
+    Ok(match composite(row)? {
+        Some(record) => Write::Applied(Some(record)),
+        None => Write::Fenced,
+    })
 }
 
 /// A fenced write's answer: the record after it (columns from 1), or fenced when no row came.

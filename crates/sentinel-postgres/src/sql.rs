@@ -82,9 +82,6 @@ fn event(s: &str, kind: &str, from: &str, by: By) -> String {
     )
 }
 
-/// The event of a completion: `failed` for a recorded error.
-const COMPLETION_EVENT: &str = "CASE WHEN result_kind = 'error' THEN 'failed' ELSE 'completed' END";
-
 pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) claim: Stmt,
@@ -113,13 +110,9 @@ pub(crate) struct Sql {
 impl Sql {
     pub(crate) fn new(s: &str) -> Self {
         let channel = format!("sentinel_{s}");
-        // Notifies waiters of the changed row, only when some are registered (NOTIFY serialises
-        // committing transactions on a global lock).
+        // Notifies waiters of the changed row, only when some are registered (migration 2).
         let notify = |from: &str| {
-            format!(
-                "notified AS (SELECT pg_notify('{channel}', length(namespace)::text || ':' || \
-                 namespace || key) FROM {from} WHERE waiters > 0)"
-            )
+            format!("notified AS (SELECT {s}.notify(namespace, key) FROM {from} WHERE waiters > 0)")
         };
         Self {
             // Reads the row and calls `claim_new` (migration 2) only when there is none; the
@@ -194,54 +187,25 @@ impl Sql {
                  RETURNING t.ord, e.lease_expires_at"
                 ),
             ),
+            // The row after it as one binary composite, or NULL when fenced (migration 2).
             complete: Stmt::new(
                 &[TEXT, TEXT, INT8, TEXT, TEXT, INT8],
-                format!(
-                "WITH upd AS (
-                    UPDATE {s}.executions
-                    SET state = 'completed', result_kind = $4, result = $5::text::json,
-                        completed_at = now(), updated_at = now(), reason = NULL,
-                        retain_until = now() + $6::int8 * interval '1 millisecond'
-                    WHERE namespace = $1 AND key = $2 AND fencing_token = $3
-                      AND state = 'running'
-                      -- a recorded error needs a live lease: after expiry others see the key
-                      -- uncertain, and a failure then decides nothing (L2)
-                      AND ($4 <> 'error' OR lease_expires_at > clock_timestamp())
-                    RETURNING {COLS}, waiters
-                ), {ev}, {notify_upd}
-                SELECT now(), {NAMES}, (SELECT count(*) FROM notified) FROM upd",
-                ev = event(s, COMPLETION_EVENT, "upd", By::Owner),
-                notify_upd = notify("upd")
-                ),
+                format!("SELECT now(), record_send({s}.complete($1, $2, $3, $4, $5, $6))"),
             ),
+            // One `complete` per input row, in key order as the heartbeat locks rows, so the two
+            // never deadlock; a fenced row's composite is NULL.
             complete_many: Stmt::new(
                 &[TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY],
                 format!(
-                    "WITH input AS (
-                    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[],
-                        $5::text[], $6::int8[])
-                        WITH ORDINALITY AS t(namespace, key, token, kind, json, retain_ms, ord)
-                ), locked AS (
-                    -- Key order, as the heartbeat locks: the two never deadlock.
-                    SELECT e.namespace, e.key FROM {s}.executions e
-                    JOIN input i ON e.namespace = i.namespace AND e.key = i.key
-                    WHERE e.fencing_token = i.token AND e.state = 'running'
-                    ORDER BY e.namespace, e.key
-                    FOR UPDATE OF e
-                ), upd AS (
-                    UPDATE {s}.executions e
-                    SET state = 'completed', result_kind = i.kind, result = i.json::json,
-                        completed_at = now(), updated_at = now(), reason = NULL,
-                        retain_until = now() + i.retain_ms * interval '1 millisecond'
-                    FROM input i JOIN locked l ON l.namespace = i.namespace AND l.key = i.key
-                    WHERE e.namespace = l.namespace AND e.key = l.key
-                      AND e.fencing_token = i.token AND e.state = 'running'
-                      AND (i.kind <> 'error' OR e.lease_expires_at > clock_timestamp())
-                    RETURNING i.ord, {E_COLS}, e.waiters
-                ), {ev}, {notify_upd}
-                SELECT now(), ord, {NAMES}, (SELECT count(*) FROM notified) FROM upd",
-                ev = event(s, COMPLETION_EVENT, "upd", By::Owner),
-                    notify_upd = notify("upd")
+                    "SELECT now(), ord, record_send({s}.complete(namespace, key, token, kind, json,
+                        retain_ms))
+                    FROM (
+                        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[],
+                            $5::text[], $6::int8[])
+                            WITH ORDINALITY AS t(namespace, key, token, kind, json, retain_ms, ord)
+                        ORDER BY namespace, key
+                        OFFSET 0
+                    ) i"
                 ),
             ),
             release: Stmt::new(

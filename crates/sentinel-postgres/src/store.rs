@@ -572,7 +572,7 @@ impl Store for PgStore {
         let row = rows
             .first()
             .ok_or_else(|| undecodable(StoreError::other("no row")))?;
-        let Some(record) = row::claimed(row).map_err(undecodable)? else {
+        let Some(record) = row::composite(row).map_err(undecodable)? else {
             // Taken and removed again between the reads.
             return Ok(ClaimResponse::Raced);
         };
@@ -738,7 +738,7 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-        row::write(&rows)
+        row::completed(&rows)
     }
 
     async fn complete_many(&self, completions: &[Completion]) -> Result<Vec<Write>, StoreError> {
@@ -776,7 +776,9 @@ impl Store for PgStore {
         let mut out = vec![Write::Fenced; completions.len()];
         for r in &rows {
             let i = order[row::position(r, 1, order.len())?];
-            out[i] = Write::Applied(Some(row::record(r, 2)?));
+            if let Some(record) = row::composite_at(r, 2)? {
+                out[i] = Write::Applied(Some(record));
+            }
         }
         Ok(out)
     }

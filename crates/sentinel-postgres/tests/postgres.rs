@@ -400,7 +400,8 @@ async fn schema_at_version_one_upgrades_in_place() {
     // Back to version 1, as a database migrated by an earlier build is.
     let raw = raw_client().await;
     raw.batch_execute(&format!(
-        "DROP FUNCTION {schema}.claim_new; DELETE FROM {schema}.migrations WHERE version = 2"
+        "DROP FUNCTION {schema}.claim_new, {schema}.complete, {schema}.notify;
+         DELETE FROM {schema}.migrations WHERE version = 2"
     ))
     .await
     .unwrap();
