@@ -39,6 +39,11 @@ impl Entry {
     fn local_deadline(&self) -> Instant {
         (self.renewed_at + self.ttl.saturating_sub(local_margin(self.ttl))).min(self.hard_deadline)
     }
+
+    /// When the loop must next look at this entry: to renew it, or to fire its local loss.
+    fn wake_at(&self) -> Instant {
+        self.due().min(self.local_deadline())
+    }
 }
 
 /// The in-flight set, shared by the engine (register/deregister) and the loop.
@@ -54,6 +59,10 @@ pub(crate) struct InFlight {
 struct Entries {
     map: HashMap<u64, Entry>,
     closed: bool,
+    /// When the sleeping loop wakes by itself; `None` while it ticks or sleeps without a timer.
+    /// A new entry wakes the loop only when it needs attention before then: in a steady stream
+    /// of executions the loop wakes once per renewal interval, not once per execution.
+    armed: Option<Instant>,
 }
 
 impl std::ops::Deref for Entries {
@@ -105,20 +114,22 @@ impl InFlight {
             signal.fire(LeaseLost::Stopped);
             return (id, rx);
         }
-        entries.insert(
-            id,
-            Entry {
-                namespace: namespace.to_owned(),
-                key: key.to_owned(),
-                token,
-                ttl,
-                renewed_at: claimed_at,
-                hard_deadline: claimed_at + hard_ttl,
-                signal,
-            },
-        );
+        let entry = Entry {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            token,
+            ttl,
+            renewed_at: claimed_at,
+            hard_deadline: claimed_at + hard_ttl,
+            signal,
+        };
+        let needed_by = entry.wake_at();
+        entries.insert(id, entry);
+        let in_time = entries.armed.is_some_and(|armed| armed <= needed_by);
         drop(entries);
-        self.wake.notify_one();
+        if !in_time {
+            self.wake.notify_one();
+        }
         (id, rx)
     }
 
@@ -137,10 +148,14 @@ impl InFlight {
 pub(crate) async fn run(store: Arc<dyn Store>, in_flight: Arc<InFlight>, stop: Arc<Notify>) {
     let mut backoff = Backoff::default();
     loop {
+        // Ticking: entries registered from now on wake the loop (a stored permit), since this
+        // tick may already have computed its next wake without them.
+        in_flight.lock().armed = None;
         let next = tokio::select! {
             next = tick(&*store, &in_flight, &mut backoff) => next,
             () = stop.notified() => break,
         };
+        in_flight.lock().armed = next;
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -282,9 +297,5 @@ async fn tick(store: &dyn Store, in_flight: &InFlight, backoff: &mut Backoff) ->
 }
 
 fn next_wake(in_flight: &InFlight) -> Option<Instant> {
-    in_flight
-        .lock()
-        .values()
-        .map(|e| e.due().min(e.local_deadline()))
-        .min()
+    in_flight.lock().values().map(Entry::wake_at).min()
 }

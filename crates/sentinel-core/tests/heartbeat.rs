@@ -56,3 +56,50 @@ async fn timing_short_leases_do_not_cut_long_renewals() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A short lease started while the loop sleeps towards a long lease's distant renewal wakes the
+/// loop: the loop skips the wake-up only for executions it would reach in time anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timing_short_lease_after_a_long_one_is_renewed() {
+    let s = Sentinel::builder(MemoryStore::new()).build().unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let long = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let _: Outcome<u32, String> = s
+                .once("long")
+                .ttl(Duration::from_secs(60))
+                .run(|_| async move {
+                    started_tx.send(()).unwrap();
+                    release_rx.await.unwrap();
+                    Ok(1)
+                })
+                .await
+                .unwrap();
+        })
+    };
+    started_rx.await.unwrap();
+    let seen = s.clone();
+    let out: Outcome<bool, String> = s
+        .once("short")
+        .ttl(Duration::from_millis(400))
+        .run(|_| async move {
+            // Several lease lengths: without renewals the stored lease has long expired and
+            // another caller finds the key uncertain.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let other: Outcome<u32, String> =
+                seen.once("short").run(|_| async { Ok(2) }).await.unwrap();
+            Ok(matches!(other, Outcome::Running { .. }))
+        })
+        .await
+        .unwrap();
+    release_tx.send(()).unwrap();
+    long.await.unwrap();
+    match out {
+        Outcome::Completed { value: running, .. } => {
+            assert!(running, "the short execution was not renewed in time");
+        }
+        other => panic!("{other:?}"),
+    }
+}
