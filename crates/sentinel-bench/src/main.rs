@@ -44,13 +44,14 @@ struct Args {
     /// Only these sections (comma-separated: pg, contention, sqlite, heartbeat).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Within the PostgreSQL section, only these phases (e.g. sentinel_replay), for profiling.
+    /// Within the PostgreSQL and SQLite sections, only these phases (e.g. sentinel_replay,
+    /// sqlite_fresh), for profiling.
     #[arg(long, value_delimiter = ',')]
     phases: Vec<String>,
     /// Callers of the PostgreSQL phases (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     callers: Vec<usize>,
-    /// Run every PostgreSQL phase (and its warm-up: 100 ops) for exactly this many operations
+    /// Run every PostgreSQL and SQLite phase (PostgreSQL's with a warm-up of 100 ops) for exactly this many operations
     /// instead of --duration, and count allocations: for instruction counts under callgrind,
     /// where the difference of two runs with different --ops is the cost of the extra ops.
     #[arg(long)]
@@ -751,38 +752,143 @@ async fn bench_contention(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// Raw rusqlite on the same schema, file settings and transaction shape as the store (WAL,
+/// `synchronous=FULL`, `BEGIN IMMEDIATE`), called inline: the SQLite floor.
+struct SqliteFloor {
+    conn: std::sync::Mutex<rusqlite::Connection>,
+}
+
+impl SqliteFloor {
+    async fn open(path: &std::path::Path) -> Result<Self> {
+        // The store creates the schema; the floor then writes the same tables directly.
+        drop(SqliteStore::open(path).await?);
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Self {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fresh(&self, key: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO executions (namespace, key, state, fencing_token, owner_host,
+                     owner_pid, owner_attempt, lease_expires_at, hard_expires_at, created_at,
+                     updated_at)
+                 VALUES ('bench', ?1, 'running', 1, 'bench', 1, 'attempt', 0, 0, 0, 0)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute([key])?;
+        tx.commit()?;
+        if inserted == 0 {
+            bail!("floor claim found the key taken");
+        }
+        let receipt = serde_json::to_string(&Receipt {
+            id: 7,
+            status: "ok".into(),
+        })?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "UPDATE executions SET state = 'completed', result_kind = 'value', result = ?2,
+                 completed_at = 0, updated_at = 0
+             WHERE namespace = 'bench' AND key = ?1",
+        )?
+        .execute([key, receipt.as_str()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn replay(&self, key: &str) -> Result<()> {
+        let conn = self.lock();
+        let json: String = conn
+            .prepare_cached("SELECT result FROM executions WHERE namespace = 'bench' AND key = ?1")?
+            .query_row([key], |r| r.get(0))?;
+        let _: Receipt = serde_json::from_str(&json)?;
+        Ok(())
+    }
+}
+
 async fn bench_sqlite(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("sentinel-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let floor = Arc::new(SqliteFloor::open(&dir.join("floor.db")).await?);
     let store = SqliteStore::open(dir.join("bench.db")).await?;
     let s = Sentinel::builder(store).build()?;
     for i in 0..REPLAY_KEYS {
         sentinel_fresh(&s, format!("replay-{i}")).await?;
+        floor.fresh(&format!("replay-{i}"))?;
     }
+    let run = |name: &str| args.phases.is_empty() || args.phases.iter().any(|p| p == name);
+    let replay_key = |w: usize, i: u64| format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS);
     for &c in &args.callers {
-        let mut fresh = Samples::default();
-        let mut replay = Samples::default();
+        let mut samples: HashMap<&str, Samples> = HashMap::new();
         for round in 0..args.rounds {
-            let s2 = s.clone();
-            let m = phase(c, args.duration, move |w, i| {
-                let s = s2.clone();
-                async move { sentinel_fresh(&s, format!("c{c}-r{round}-{w}-{i}")).await }
-            })
-            .await?;
-            merge(&mut fresh, m);
-            let s2 = s.clone();
-            let m = phase(c, args.duration, move |w, i| {
-                let s = s2.clone();
-                async move {
-                    sentinel_replay(&s, format!("replay-{}", (w as u64 * 131 + i) % REPLAY_KEYS))
-                        .await
-                }
-            })
-            .await?;
-            merge(&mut replay, m);
+            let d = args.budget();
+            if run("sqlite_floor_fresh") {
+                let f = floor.clone();
+                let m = phase(c, d, move |w, i| {
+                    let f = f.clone();
+                    async move { f.fresh(&format!("c{c}-r{round}-{w}-{i}")) }
+                })
+                .await?;
+                merge(samples.entry("sqlite_floor_fresh").or_default(), m);
+            }
+            if run("sqlite_fresh") {
+                let s2 = s.clone();
+                let m = phase(c, d, move |w, i| {
+                    let s = s2.clone();
+                    async move { sentinel_fresh(&s, format!("c{c}-r{round}-{w}-{i}")).await }
+                })
+                .await?;
+                merge(samples.entry("sqlite_fresh").or_default(), m);
+            }
+            if run("sqlite_floor_replay") {
+                let f = floor.clone();
+                let m = phase(c, d, move |w, i| {
+                    let f = f.clone();
+                    async move { f.replay(&replay_key(w, i)) }
+                })
+                .await?;
+                merge(samples.entry("sqlite_floor_replay").or_default(), m);
+            }
+            if run("sqlite_replay") {
+                let s2 = s.clone();
+                let m = phase(c, d, move |w, i| {
+                    let s = s2.clone();
+                    async move { sentinel_replay(&s, replay_key(w, i)).await }
+                })
+                .await?;
+                merge(samples.entry("sqlite_replay").or_default(), m);
+            }
         }
-        rows.push(fresh.row("sqlite_fresh", c));
-        rows.push(replay.row("sqlite_replay", c));
+        let mut made: HashMap<&str, Row> = HashMap::new();
+        for (name, m) in &mut samples {
+            made.insert(name, m.row(name, c));
+        }
+        let rate = |name: &str| made.get(name).map(|r| r.ops_per_sec);
+        let (fresh_floor, replay_floor) = (rate("sqlite_floor_fresh"), rate("sqlite_floor_replay"));
+        for (name, floor) in [
+            ("sqlite_floor_fresh", None),
+            ("sqlite_fresh", fresh_floor),
+            ("sqlite_floor_replay", None),
+            ("sqlite_replay", replay_floor),
+        ] {
+            let Some(mut row) = made.remove(name) else {
+                continue;
+            };
+            row.ratio_to_floor = floor.map(|f| row.ops_per_sec / f);
+            rows.push(row);
+        }
     }
     s.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();

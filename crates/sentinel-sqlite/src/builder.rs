@@ -9,10 +9,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use sentinel_core::{Error, StoreError};
 
+use crate::dispatch::Dispatch;
 use crate::error::{is_busy, map};
 use crate::row::Conn;
 use crate::schema;
-use crate::store::{Job, SqliteStore};
+use crate::store::SqliteStore;
 
 /// Builds a [`SqliteStore`]; [`SqliteStoreBuilder::build`] opens it.
 #[derive(Debug, Clone)]
@@ -26,8 +27,8 @@ pub struct SqliteStoreBuilder {
 
 /// The job queues of the store's threads.
 pub(crate) struct Workers {
-    pub(crate) jobs: mpsc::Sender<Job>,
-    pub(crate) heartbeat_jobs: mpsc::Sender<Job>,
+    pub(crate) jobs: Arc<Dispatch>,
+    pub(crate) heartbeat_jobs: Arc<Dispatch>,
 }
 
 impl SqliteStoreBuilder {
@@ -125,23 +126,21 @@ impl SqliteStoreBuilder {
         Ok(())
     }
 
-    /// Starts one thread per connection, sharing a job queue, and one more with its own queue
+    /// Starts one thread per connection, sharing a job queue (last idle first), and one more with its own queue
     /// for the heartbeat, so that renewals never queue behind claims waiting for another
     /// process's lock (a private in-memory database has only one connection, which it then
     /// shares). Returns once every connection opened; the first error is the user's.
     async fn spawn_workers(&self) -> Result<Workers, Error> {
         let memory = self.in_memory();
         let threads = if memory { 1 } else { self.threads };
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (heartbeat_jobs, heartbeat_rx) = if memory {
-            (jobs.clone(), None)
+        let jobs = Arc::new(Dispatch::default());
+        let heartbeat_jobs = if memory {
+            jobs.clone()
         } else {
-            let (t, r) = mpsc::channel::<Job>();
-            (t, Some(r))
+            Arc::new(Dispatch::default())
         };
-        let shared = Arc::new(Mutex::new(rx));
-        let queues = std::iter::repeat_n(shared, threads)
-            .chain(heartbeat_rx.map(|r| Arc::new(Mutex::new(r))));
+        let queues = std::iter::repeat_n(jobs.clone(), threads)
+            .chain((!memory).then(|| heartbeat_jobs.clone()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let writes = Arc::new(Mutex::new(()));
         let mut started = 0;
@@ -152,7 +151,7 @@ impl SqliteStoreBuilder {
                 .spawn(move || match settings.connect() {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
-                        serve(Conn::new(conn, writes), &rx);
+                        rx.serve(Conn::new(conn, writes));
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -221,24 +220,5 @@ impl SqliteStoreBuilder {
         conn.pragma_update(None, "synchronous", sync)
             .map_err(|e| fail("set synchronous", e))?;
         Ok(conn)
-    }
-}
-
-/// Runs jobs on one connection until the store is dropped.
-fn serve(mut conn: Conn, queue: &Mutex<mpsc::Receiver<Job>>) {
-    loop {
-        let job = {
-            let guard = queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            guard.recv()
-        };
-        let Ok(job) = job else {
-            return; // the store was dropped
-        };
-        // A panicking job must not take the thread (and its connection) with it: its caller
-        // sees the dropped reply as an error; the open transaction, if any, rolls back when
-        // dropped.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
     }
 }

@@ -20,6 +20,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod builder;
+mod dispatch;
 mod error;
 mod row;
 mod schema;

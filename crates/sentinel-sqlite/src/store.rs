@@ -3,8 +3,7 @@
 //! transition and appends its event.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -23,14 +22,19 @@ use sentinel_core::{
 use tokio::sync::oneshot;
 
 use crate::builder::{SqliteStoreBuilder, Workers};
+use crate::dispatch::Dispatch;
 use crate::error::map;
 use crate::row::{
     COLS, Conn, EVENT_COLS, Entry, derived_state, event, load_row, log, next_token, now, row,
     state, token_param, write,
 };
 
-/// A unit of work for a connection thread.
-pub(crate) type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+/// A unit of work for a connection thread. It returns its reply to the caller, which the thread
+/// sends once it is ready for the next job (see [`Dispatch`]).
+pub(crate) type Job = Box<dyn FnOnce(&mut Conn) -> Reply + Send>;
+
+/// Sends a job's answer to its caller.
+pub(crate) type Reply = Box<dyn FnOnce() + Send>;
 
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
@@ -39,11 +43,18 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    jobs: Mutex<mpsc::Sender<Job>>,
-    heartbeat_jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: Arc<Dispatch>,
+    heartbeat_jobs: Arc<Dispatch>,
     path: String,
     /// In-process waiters; waiters in other processes poll.
     waiters: Waiters,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.jobs.close();
+        self.heartbeat_jobs.close();
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -58,8 +69,8 @@ impl SqliteStore {
     pub(crate) fn new(workers: Workers, path: String) -> Self {
         Self {
             inner: Arc::new(Inner {
-                jobs: Mutex::new(workers.jobs),
-                heartbeat_jobs: Mutex::new(workers.heartbeat_jobs),
+                jobs: workers.jobs,
+                heartbeat_jobs: workers.heartbeat_jobs,
                 path,
                 waiters: Waiters::default(),
             }),
@@ -117,22 +128,20 @@ impl SqliteStore {
     /// not have its work start late, nor commit late (L6).
     async fn run_on<R: Send + 'static>(
         &self,
-        queue: &Mutex<mpsc::Sender<Job>>,
+        queue: &Dispatch,
         f: impl FnOnce(&mut Conn, &dyn Fn() -> bool) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             if tx.is_closed() {
-                return; // the caller gave up before its work started
+                return Box::new(|| {}); // the caller gave up before its work started
             }
             let r = f(conn, &|| tx.is_closed());
-            let _ = tx.send(r);
+            Box::new(move || {
+                let _ = tx.send(r);
+            })
         });
-        let sent = queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(job);
-        if sent.is_err() {
+        if !queue.send(job) {
             return Err(StoreError::unavailable("SQLite threads stopped"));
         }
         rx.await
