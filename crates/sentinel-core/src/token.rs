@@ -56,10 +56,11 @@ pub struct Owner {
 impl Owner {
     /// An owner for a fresh attempt by this process, with a new random attempt id.
     pub fn current() -> Self {
+        let pid = std::process::id();
         Self {
             host: hostname(),
-            pid: std::process::id(),
-            attempt: random_attempt_id(),
+            pid,
+            attempt: random_attempt_id(pid),
         }
     }
 
@@ -92,15 +93,29 @@ impl fmt::Display for Owner {
     }
 }
 
-/// A new attempt id: 32 hex digits, unique within the process and, through a random 64-bit
-/// seed drawn once, across processes. Cheap on purpose: every `once` call makes one, replays
-/// included (the claim carries it in case it inserts). One random draw per process instead of a
-/// `getrandom` system call per call, and the digits written into one buffer.
-fn random_attempt_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEED: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+/// A new attempt id: 32 hex digits, unique within the process and, through a random 128-bit
+/// seed, across processes. Cheap on purpose: every `once` call makes one, replays included (the
+/// claim carries it in case it inserts). One random draw per process instead of a `getrandom`
+/// system call per call, and the digits written into one buffer.
+///
+/// The seed is drawn again when `pid` (this process's id) is not the one it was drawn for: a
+/// forked child inherits its parent's seed and counter, and would otherwise make the same ids
+/// as its parent, so that each would take the other's claim for its own.
+fn random_attempt_id(pid: u32) -> String {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    /// The process the seed was drawn for; 0 before the first draw (no process has id 0).
+    static SEEDED_FOR: AtomicU32 = AtomicU32::new(0);
+    static HI: AtomicU64 = AtomicU64::new(0);
+    static LO: AtomicU64 = AtomicU64::new(0);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let [hi, lo] = *SEED.get_or_init(process_seed);
+    if SEEDED_FOR.load(Ordering::Acquire) != pid {
+        // Threads that race here each draw a seed; whichever halves win are random all the same.
+        let [hi, lo] = process_seed();
+        HI.store(hi, Ordering::Relaxed);
+        LO.store(lo, Ordering::Relaxed);
+        SEEDED_FOR.store(pid, Ordering::Release);
+    }
+    let (hi, lo) = (HI.load(Ordering::Relaxed), LO.load(Ordering::Relaxed));
     // splitmix64's finaliser is a bijection of u64: distinct counters give distinct ids, which
     // do not read as a sequence.
     let mut z = lo.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -172,6 +187,18 @@ mod tests {
         let b = Owner::current();
         assert_ne!(a.attempt, b.attempt);
         assert_eq!(a.attempt.len(), 32);
+    }
+
+    /// A forked child keeps its parent's memory: the same seed and counter. Seen from another
+    /// process id, the seed is drawn again, so the child's ids are not its parent's.
+    #[test]
+    fn another_process_id_draws_a_new_seed() {
+        let me = std::process::id();
+        let parent = random_attempt_id(me);
+        let child = random_attempt_id(me.wrapping_add(1).max(1));
+        assert_ne!(parent[..16], child[..16], "the seed half must differ");
+        let back = random_attempt_id(me);
+        assert_ne!(back[..16], child[..16]);
     }
 
     #[test]
