@@ -258,7 +258,6 @@ fn decode<V: DeserializeOwned>(plan: &Plan, json: &str) -> Result<V, Error> {
     })
 }
 
-/// A running row under our attempt id is ours.
 /// Stands by while a claim is in flight; see [`Sentinel::claim`].
 struct AbandonedClaim<'a> {
     sentinel: &'a Sentinel,
