@@ -107,10 +107,13 @@ pub(crate) fn record(row: &Row, start: usize) -> Result<Record, StoreError> {
     build(&RowColumns { row, start }, get(row, 0)?)
 }
 
-/// The answer of the claim and the completion: `now()`, then the row as one binary composite of
-/// the table's columns (`record_send` of `executions`, whose first columns are those of
-/// `sql::COLS`); `None` when the function returned no row.
-pub(crate) fn composite(row: &Row) -> Result<Option<Record>, StoreError> {
+/// The answer of the claim and the completion: one row of `now()`, then the row as one binary
+/// composite of the table's columns (`record_send` of `executions`, whose first columns are
+/// those of `sql::COLS`); `None` when the function returned no row.
+pub(crate) fn composite(rows: &[Row]) -> Result<Option<Record>, StoreError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::other("unexpected row shape: no row"))?;
     composite_at(row, 1)
 }
 
@@ -154,10 +157,7 @@ fn build(c: &impl Columns, now: SystemTime) -> Result<Record, StoreError> {
 
 /// The completion's answer: the record after it, or fenced when the function returned none.
 pub(crate) fn completed(rows: &[Row]) -> Result<Write, StoreError> {
-    let row = rows
-        .first()
-        .ok_or_else(|| StoreError::other("unexpected row shape: no row"))?;
-    Ok(match composite(row)? {
+    Ok(match composite(rows)? {
         Some(record) => Write::Applied(Some(record)),
         None => Write::Fenced,
     })

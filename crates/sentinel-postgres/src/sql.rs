@@ -1,5 +1,6 @@
 //! The statements, built once per schema. Every statement is one round trip; events are written
-//! by data-modifying CTEs of the transition's own statement (the claim's inside its function).
+//! by data-modifying CTEs of the transition's own statement (the claim's and the completion's
+//! inside their functions).
 
 use tokio_postgres::types::Type;
 
@@ -117,7 +118,7 @@ impl Sql {
         Self {
             // Reads the row and calls `claim_new` (migration 2) only when there is none; the
             // caller tells its own claim by the attempt id on the row. The row comes back as one
-            // binary composite (`row::claimed`): cheaper on the server than 18 columns.
+            // binary composite (`row::composite`): cheaper on the server than 18 columns.
             claim: Stmt::new(
                 &[TEXT, TEXT, TEXT, INT8, TEXT, BYTEA, INT8, INT8],
                 format!(

@@ -569,10 +569,7 @@ impl Store for PgStore {
             .await?;
         // The statement ran: an answer that does not decode may be a committed claim.
         let undecodable = |e: StoreError| StoreError::ambiguous(format!("claim: {e}"));
-        let row = rows
-            .first()
-            .ok_or_else(|| undecodable(StoreError::other("no row")))?;
-        let Some(record) = row::composite(row).map_err(undecodable)? else {
+        let Some(record) = row::composite(&rows).map_err(undecodable)? else {
             // Taken and removed again between the reads.
             return Ok(ClaimResponse::Raced);
         };
